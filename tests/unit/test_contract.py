@@ -1,0 +1,227 @@
+"""The manifest / outputs contract between model_pipeline and infra."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+
+from lepton_cdk.contract import (
+    SCHEMA_VERSION,
+    Artifact,
+    ChecksumMismatchError,
+    ContractError,
+    Lineage,
+    Manifest,
+    ParityReport,
+    SchemaVersionError,
+    ServingNeeds,
+    Signature,
+    TensorSpec,
+    checksums,
+    digest_bytes,
+    manifest_schema,
+    read_manifest,
+    read_outputs,
+    validate_manifest_dict,
+    write_manifest,
+)
+
+
+def _manifest(folder) -> Manifest:
+    (folder / "model.onnx").write_bytes(os.urandom(4096))
+    (folder / "notes").mkdir()
+    (folder / "notes" / "preprocessor.json").write_text('{"median": [1.0]}')
+    arts = [
+        Artifact.from_file("model", folder / "model.onnx", folder, "application/onnx"),
+        Artifact.from_file("preprocessor", folder / "notes" / "preprocessor.json", folder, "application/json"),
+    ]
+    return Manifest(
+        model_name="credit-risk",
+        model_version="20261128-abc123",
+        task="binary-classification",
+        artifacts=arts,
+        signature=Signature(
+            opset=18,
+            inputs=[TensorSpec("features", "float32", ["batch", 8])],
+            outputs=[TensorSpec("logit", "float32", ["batch", 1]), TensorSpec("probability", "float32", ["batch", 1])],
+            exporter="torch.onnx.export(dynamo=True)",
+        ),
+        parity=ParityReport(atol=1e-5, rtol=1e-4, max_abs_diff=2e-7, max_rel_diff=1e-6, rows_checked=200, passed=True),
+        metrics={"target_test": {"fine_tuned": {"auc": 0.8}}},
+        lineage=Lineage(data_fingerprint="a" * 64, source_model_sha256="b" * 64, seed=7),
+        serving=ServingNeeds(min_gpu_memory_gib=1, max_batch_size=1024),
+    )
+
+
+@pytest.fixture
+def written(tmp_path):
+    manifest = _manifest(tmp_path)
+    path = write_manifest(manifest, tmp_path / "manifest.json")
+    return manifest, path
+
+
+def test_round_trip_keeps_every_field(written):
+    manifest, path = written
+    again = read_manifest(path)
+    assert again.to_dict() == manifest.to_dict()
+    assert again.artifact_file(again.model_artifact) == path.parent / "model.onnx"
+    assert again.artifact("preprocessor").path == "notes/preprocessor.json"
+
+
+def test_reading_a_folder_finds_its_manifest(written):
+    _, path = written
+    assert read_manifest(path.parent).model_name == "credit-risk"
+
+
+def test_shipped_schema_is_valid_and_accepts_what_we_write(written):
+    manifest, _ = written
+    jsonschema.Draft202012Validator.check_schema(manifest_schema())
+    jsonschema.validate(manifest.to_dict(), manifest_schema())
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.pop("artifacts"),
+        lambda d: d["artifacts"][0].update(sha256="XYZ"),
+        lambda d: d["artifacts"][0].update(crc32c="not base64"),
+        lambda d: d["artifacts"][0].update(path="/etc/passwd"),
+        lambda d: d["parity"].update(passed=False),
+        lambda d: d["signature"]["inputs"][0].update(dtype="float128"),
+        lambda d: d.update(surprise=1),
+        lambda d: d["model"].update(name="Bad Name!"),
+        lambda d: d["serving"].update(max_batch_size=0),
+    ],
+)
+def test_stdlib_checker_agrees_with_jsonschema_on_invalid_documents(written, mutate):
+    manifest, _ = written
+    doc = manifest.to_dict()
+    mutate(doc)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, manifest_schema())
+    with pytest.raises(ContractError, match="does not match the manifest schema"):
+        validate_manifest_dict(doc)
+
+
+def test_a_failed_parity_gate_cannot_be_written(tmp_path):
+    manifest = _manifest(tmp_path)
+    bad = Manifest(**{**manifest.__dict__, "parity": ParityReport(1e-5, 1e-4, 0.3, 0.5, 200, passed=False)})
+    with pytest.raises(ContractError, match="parity.passed"):
+        write_manifest(bad, tmp_path / "manifest.json")
+    assert not (tmp_path / "manifest.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".manifest.json")]
+
+
+def test_newer_major_version_is_refused_with_the_fix(written):
+    _, path = written
+    doc = json.loads(path.read_text())
+    doc["schema_version"] = "2.0.0"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SchemaVersionError, match=r"schema_version 2\.0\.0 .* major version 1; upgrade lepton-cdk"):
+        read_manifest(path)
+
+
+def test_newer_minor_version_is_read(written):
+    _, path = written
+    doc = json.loads(path.read_text())
+    doc["schema_version"] = "1.7.0"
+    path.write_text(json.dumps(doc))
+    assert read_manifest(path).schema_version == "1.7.0"
+
+
+def test_tampered_artifact_fails_the_checksum(written):
+    _, path = written
+    model = path.parent / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[100] ^= 0x01  # one flipped bit, same size
+    model.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatchError, match="'model' .* has sha256 .* manifest records"):
+        read_manifest(path)
+    assert read_manifest(path, verify=False).model_name == "credit-risk"
+
+
+def test_missing_artifact_is_named(written):
+    _, path = written
+    (path.parent / "notes" / "preprocessor.json").unlink()
+    with pytest.raises(ContractError, match="artifact 'preprocessor' is missing"):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize("text,match", [("{not json", "not valid JSON"), ("[]", "not a JSON object"), ("", "not valid JSON")])
+def test_malformed_manifest_gets_one_clear_line(tmp_path, text, match):
+    path = tmp_path / "manifest.json"
+    path.write_text(text)
+    with pytest.raises(ContractError, match=match) as info:
+        read_manifest(path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_manifest_says_how_to_make_one(tmp_path):
+    with pytest.raises(ContractError, match="run `lepton demo` first"):
+        read_manifest(tmp_path / "nope.json")
+
+
+def test_crc32c_matches_the_standard_check_values():
+    # RFC 3720 B.4 / the CRC catalogue: crc32c("123456789") == 0xE3069283
+    assert base64.b64decode(digest_bytes(b"123456789").crc32c).hex() == "e3069283"
+    assert base64.b64decode(digest_bytes(bytes(32)).crc32c).hex() == "8a9136aa"
+
+
+def test_pure_python_crc32c_agrees_with_google_crc32c():
+    google_crc32c = pytest.importorskip("google_crc32c")
+    data = os.urandom(10_000)
+    assert checksums._crc32c_update_py(0, data) == google_crc32c.value(data)
+    # chunked updates compose the same way as one pass
+    assert checksums._crc32c_update_py(checksums._crc32c_update_py(0, data[:777]), data[777:]) == google_crc32c.value(data)
+
+
+def test_sha256_base64_is_the_s3_checksum_form():
+    d = digest_bytes(b"hello")
+    assert base64.b64decode(d.sha256_base64).hex() == d.sha256
+
+
+def test_reads_cdktf_outputs_file(tmp_path):
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps({"lepton-aws": {"bucket_name": "b", "model_uri": "s3://b/m"}, "lepton-gcp": {}}))
+    outputs = read_outputs(path)
+    assert outputs["lepton-aws"].get("model_uri") == "s3://b/m"
+    with pytest.raises(ContractError, match="no output 'endpoint_url' .* bucket_name, model_uri"):
+        outputs["lepton-aws"].get("endpoint_url")
+    with pytest.raises(ContractError, match="no stack 'other'"):
+        read_outputs(path, stack="other")
+
+
+def test_reads_terraform_output_json(tmp_path):
+    path = tmp_path / "tf.json"
+    path.write_text(json.dumps({"bucket_name": {"value": "b", "type": "string", "sensitive": False}}))
+    assert read_outputs(path, stack="lepton-aws")["lepton-aws"].get("bucket_name") == "b"
+
+
+def test_outputs_file_errors_name_the_fix(tmp_path):
+    with pytest.raises(ContractError, match="cdktf deploy --outputs-file"):
+        read_outputs(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stack": 3}')
+    with pytest.raises(ContractError, match="stack 'stack' maps to int"):
+        read_outputs(bad)
+
+
+def test_contract_and_package_root_import_nothing_heavy():
+    code = (
+        "import sys, lepton_cdk, lepton_cdk.contract;"
+        "heavy = {'torch', 'cdktf', 'jsii', 'constructs', 'numpy', 'pandas', 'onnx', 'boto3', 'botocore'};"
+        "found = heavy & {m.split('.')[0] for m in sys.modules};"
+        "print(sorted(found | ({'google.cloud'} & set(sys.modules))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_schema_version_constant_is_semver():
+    assert [int(p) for p in SCHEMA_VERSION.split(".")][0] == 1
