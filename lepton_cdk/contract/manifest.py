@@ -260,11 +260,19 @@ def read_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
     return manifest
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(doc: Any, path: Path) -> None:
     """Write ``doc`` as JSON so that readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp creates 0600; a manifest is meant to be read by others (CI, the deploy user)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=2, sort_keys=False)
             fh.write("\n")
