@@ -1,0 +1,48 @@
+"""The transfer fine-tuning objective: fit the target labels while staying
+close to what the source model says.
+
+``total = task + lambda_ * trans`` with
+
+* ``task``: binary cross-entropy of the student's logits against the target labels;
+* ``trans``: ``mean_i || M_s(x_i) - M_t(x_i) ||^2``, the mean over rows of the
+  squared L2 distance between the source (teacher) and the fine-tuned
+  (student) model's logits on the same rows.
+
+With a few hundred target rows the task loss alone overfits; the consistency
+term keeps what the source model learned from tens of thousands of rows
+unless the target data argues against it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TransferLoss(nn.Module):
+    """``(student_logits, teacher_logits, target) -> (total, task, trans)``; see the module doc.
+
+    ``lambda_`` (>= 0) weighs the consistency term; 0 is plain fine-tuning.
+    """
+
+    def __init__(self, lambda_: float = 0.5) -> None:
+        super().__init__()
+        if not (isinstance(lambda_, (int, float)) and math.isfinite(lambda_) and lambda_ >= 0):
+            raise ValueError(f"lambda_ is {lambda_!r}; it must be a finite number >= 0 (0 turns the consistency term off)")
+        self.lambda_ = float(lambda_)
+
+    def forward(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Losses for one batch: logits ``[batch, k]``, target 0/1 ``[batch, k]`` or ``[batch]``."""
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ in shape")
+        target = target.to(student_logits.dtype).reshape(student_logits.shape)
+        task = F.binary_cross_entropy_with_logits(student_logits, target)
+        # the teacher is fixed: no gradient may reach it through this term
+        diff = student_logits - teacher_logits.detach()
+        trans = diff.pow(2).sum(dim=1).mean()
+        return task + self.lambda_ * trans, task, trans

@@ -1,0 +1,486 @@
+"""The whole model migration, from tables to a verified manifest.
+
+setup (config, folders) -> data (generate or load, fingerprint, clean,
+split) -> pretrain on the source domain -> transfer fine-tune on the target
+domain -> evaluate -> ONNX export -> parity gate -> write artifacts and,
+last, ``manifest.json`` -> publish.
+
+Nothing half-written: every file is built in a temporary folder beside
+``out_dir`` and moved into place only after every step, parity included,
+passed, ``manifest.json`` last. On any failure ``out_dir`` is left exactly as
+it was. A re-run replaces the previous run's outputs (:data:`OUTPUT_NAMES`)
+and leaves anything else in the folder alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lepton_cdk import __version__ as LEPTON_VERSION
+from lepton_cdk.contract import (
+    MANIFEST_FILENAME,
+    Artifact,
+    Lineage,
+    Manifest,
+    ParityReport,
+    ServingNeeds,
+    Signature,
+    read_manifest,
+    write_json_atomic,
+    write_manifest,
+)
+
+from .data import CleaningReport, Preprocessor, Split, clean, fingerprint, load_table, split
+from .datasets import FEATURES, LABEL, write_sample
+from .export import export_onnx
+from .losses import TransferLoss
+from .models import MLP, ServingModel
+from .train import TrainResult, evaluate, fine_tune, pretrain
+from .validate import check_parity
+
+Progress = Callable[[str], None]
+
+# the manifest schema's patterns, checked up front so a bad name fails in
+# milliseconds instead of after training
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_OPSETS = (18, 21)  # torch's ONNX function library targets 18; newer ones are converted
+
+
+class ConfigError(ValueError):
+    """The pipeline configuration (or output folder) is unusable; one line says which value and the allowed range."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a pipeline run depends on. Defaults run the bundled demo.
+
+    Data: by default a sample of ``n_source`` source and ``n_target`` target
+    rows is generated from ``seed``; give both ``source_csv`` and
+    ``target_csv`` (CSV or Parquet) to train on your own tables instead.
+    """
+
+    seed: int = 7
+    n_source: int = 20_000
+    n_target: int = 1_200
+    source_csv: str | Path | None = None
+    target_csv: str | Path | None = None
+    val_frac: float = 0.15
+    test_frac: float = 0.25
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    epochs_pretrain: int = 40
+    epochs_finetune: int = 60
+    batch_size: int = 512
+    finetune_batch_size: int = 64
+    lr: float = 2e-3
+    finetune_lr: float = 5e-4
+    patience: int = 6
+    # weight of the consistency term; on the bundled sample larger values hold
+    # the student too close to a source model that is miscalibrated for the target
+    lambda_: float = 0.1
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    opset: int = 18
+    model_name: str = "credit-risk"
+    model_version: str | None = None  # Default: the first 12 hex digits of model.onnx's sha256
+    min_gpu_memory_gib: float = 1.0
+    max_batch_size: int = 1024
+    # Default 1, for the run only (the previous setting is restored): a model
+    # this small gains nothing from more intra-op threads, and on a busy
+    # machine their spin-waiting made pretraining 5-20x slower. None leaves
+    # torch's own setting.
+    torch_threads: int | None = 1
+
+    @classmethod
+    def small(cls, **overrides: Any) -> PipelineConfig:
+        """A configuration for tests and quick looks: a few thousand rows, few epochs (seconds, not minutes)."""
+        base = cls(n_source=4_000, n_target=1_200, epochs_pretrain=12, epochs_finetune=30)
+        return replace(base, **overrides)
+
+    def problems(self) -> list[str]:
+        """Every out-of-range value as ``field=value (allowed ...)``; empty when valid."""
+        out: list[str] = []
+
+        def check(name: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                out.append(f"{name}={getattr(self, name)!r} (allowed: {allowed})")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+        def int_in(name: str, lo: int, hi: int) -> None:
+            v = getattr(self, name)
+            check(name, is_int(v) and lo <= v <= hi, f"an integer {lo}..{hi}")
+
+        def num_in(name: str, lo: float, hi: float, lo_open: bool = False) -> None:
+            v = getattr(self, name)
+            ok = is_num(v) and (v > lo if lo_open else v >= lo) and v <= hi
+            check(name, ok, f"a number {'>' if lo_open else '>='} {lo:g} and <= {hi:g}")
+
+        int_in("seed", 0, 2**32 - 1)
+        int_in("n_source", 100, 10_000_000)
+        int_in("n_target", 100, 10_000_000)
+        num_in("val_frac", 0.0, 0.5, lo_open=True)
+        num_in("test_frac", 0.0, 0.5, lo_open=True)
+        if is_num(self.val_frac) and is_num(self.test_frac) and self.val_frac + self.test_frac >= 0.8:
+            out.append(f"val_frac+test_frac={self.val_frac + self.test_frac:g} (allowed: < 0.8, training needs the rest)")
+        check("hidden", isinstance(self.hidden, (tuple, list)) and 1 <= len(self.hidden) <= 4
+              and all(is_int(h) and 1 <= h <= 4096 for h in self.hidden), "1 to 4 layer sizes, each 1..4096")
+        num_in("dropout", 0.0, 0.9)
+        int_in("epochs_pretrain", 1, 1000)
+        int_in("epochs_finetune", 1, 1000)
+        int_in("batch_size", 1, 65_536)
+        int_in("finetune_batch_size", 1, 65_536)
+        num_in("lr", 0.0, 1.0, lo_open=True)
+        num_in("finetune_lr", 0.0, 1.0, lo_open=True)
+        int_in("patience", 1, 1000)
+        num_in("lambda_", 0.0, 100.0)
+        # looser than this and the gate would pass a visibly different model
+        num_in("atol", 0.0, 1e-2)
+        num_in("rtol", 0.0, 1e-1)
+        int_in("opset", *_OPSETS)
+        check("model_name", isinstance(self.model_name, str) and bool(_NAME_RE.match(self.model_name)),
+              "lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters")
+        check("model_version", self.model_version is None or (isinstance(self.model_version, str) and bool(_VERSION_RE.match(self.model_version))),
+              "None or 1-64 of A-Z a-z 0-9 . _ -")
+        num_in("min_gpu_memory_gib", 0.0, 1024.0)
+        int_in("max_batch_size", 1, 1_000_000)
+        if self.torch_threads is not None:
+            int_in("torch_threads", 1, 1024)
+        if (self.source_csv is None) != (self.target_csv is None):
+            out.append(f"source_csv={self.source_csv!r}, target_csv={self.target_csv!r} (allowed: both set, or neither to generate the sample)")
+        return out
+
+    def validate(self) -> None:
+        """Raise one :class:`ConfigError` listing every out-of-range value."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(f"invalid pipeline config: {'; '.join(problems)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (paths as strings)."""
+        doc = asdict(self)
+        for key in ("source_csv", "target_csv"):
+            doc[key] = None if doc[key] is None else str(doc[key])
+        doc["hidden"] = list(doc["hidden"])
+        return doc
+
+
+@dataclass
+class PipelineResult:
+    """What a run produced: where, how good, how faithful, how long."""
+
+    out_dir: Path
+    manifest_path: Path
+    paths: dict[str, Path]
+    metrics: dict[str, Any]
+    parity: ParityReport
+    signature: Signature
+    manifest: Manifest
+    model: ServingModel  # the exported model, in memory (raw features -> logit, probability)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+@dataclass
+class _Domain:
+    """One domain's table as it moves through the data stage."""
+
+    raw_fingerprint: str
+    cleaning: CleaningReport
+    parts: Split
+
+
+# What a run writes into out_dir. A re-run replaces exactly these; anything
+# else there (a cdktf.out, the user's notes) is left alone.
+OUTPUT_NAMES = (MANIFEST_FILENAME, "model.onnx", "preprocessor.json", "metrics.json", "source_model.pt", "data")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out_dir={str(out_dir)!r} is a file (allowed: a folder); pass a folder path")
+    if out_dir.is_dir() and not (out_dir / MANIFEST_FILENAME).is_file():
+        clash = [n for n in OUTPUT_NAMES if (out_dir / n).exists()]
+        if clash:
+            # without a manifest these are not a previous run's: replacing them would destroy someone's files
+            raise ConfigError(
+                f"out_dir={str(out_dir)!r} holds {', '.join(clash)} but no {MANIFEST_FILENAME} (allowed: a new folder, "
+                "one without those names, or a previous run's); choose another folder"
+            )
+
+
+def _open_permissions(root: Path) -> None:
+    """Give ``root`` and everything in it the permissions a plain mkdir/open would.
+
+    mkdtemp and mkstemp (used for atomic writes) create owner-only entries;
+    the published run should be readable like any other folder the user makes.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _publish(build_dir: Path, out_dir: Path) -> None:
+    """Move the finished run in ``build_dir`` into ``out_dir``.
+
+    A new ``out_dir`` is one rename. Into an existing folder, the previous
+    run's outputs are first moved aside, manifest first (so no reader pairs
+    it with newer files), then the new entries move in, manifest last (so a
+    manifest is never seen before every file it lists). If a move fails, the
+    ones done are undone and the previous run is put back.
+    """
+    if not out_dir.exists():
+        os.replace(build_dir, out_dir)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.previous-", dir=out_dir.parent))
+    new_names = sorted(p.name for p in build_dir.iterdir() if p.name != MANIFEST_FILENAME) + [MANIFEST_FILENAME]
+    moved_aside: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in OUTPUT_NAMES:
+            if (out_dir / name).exists():
+                os.replace(out_dir / name, aside / name)
+                moved_aside.append(name)
+        for name in new_names:
+            os.replace(build_dir / name, out_dir / name)
+            moved_in.append(name)
+    except BaseException:
+        for name in reversed(moved_in):
+            os.replace(out_dir / name, build_dir / name)
+        for name in moved_aside:
+            os.replace(aside / name, out_dir / name)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    build_dir.rmdir()
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's setting."""
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _combined_fingerprint(source: str, target: str) -> str:
+    return hashlib.sha256(f"source:{source}\ntarget:{target}\n".encode()).hexdigest()
+
+
+def _labels(df: Any) -> np.ndarray:
+    return df[LABEL].to_numpy(dtype=np.float32)
+
+
+def _epoch_reporter(progress: Progress, stage: str, epochs: int) -> Callable[[dict[str, Any]], None]:
+    every = max(1, epochs // 5)
+
+    def report(row: dict[str, Any]) -> None:
+        if row["epoch"] % every == 0 or row["epoch"] == epochs or row.get("stopped_early"):
+            losses = " ".join(f"{k} {row[k]:.4f}" for k in ("train_loss", "task", "trans", "val_loss") if k in row)
+            stopped = " (early stop)" if row.get("stopped_early") else ""
+            progress(f"{stage}: epoch {row['epoch']}/{epochs} {losses}{stopped}")
+
+    return report
+
+
+def _summary(result: TrainResult) -> dict[str, Any]:
+    return {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "history": result.history}
+
+
+def _load_domains(config: PipelineConfig, build: Path, progress: Progress) -> dict[str, _Domain]:
+    """Generate or locate the two tables, then load, fingerprint, clean and split each."""
+    if config.source_csv is None:
+        source_path, target_path = write_sample(build / "data", config.seed, config.n_source, config.n_target)
+        progress(f"data: generated sample ({config.n_source} source rows, {config.n_target} target rows, seed {config.seed})")
+    else:
+        source_path, target_path = Path(config.source_csv), Path(config.target_csv)  # type: ignore[arg-type]
+    domains: dict[str, _Domain] = {}
+    for name, path in (("source", source_path), ("target", target_path)):
+        raw = load_table(path)
+        cleaned, report = clean(raw)
+        parts = split(cleaned, config.seed, config.val_frac, config.test_frac)
+        # fingerprint the data as loaded: lineage names what came in, not what we kept
+        domains[name] = _Domain(fingerprint(raw), report, parts)
+        progress(f"data: {name} {report.rows_in} rows, dropped {report.duplicates_dropped} duplicates and "
+                 f"{report.missing_label_dropped} unlabelled; split {len(parts.train)}/{len(parts.val)}/{len(parts.test)}")
+    return domains
+
+
+def _write_artifacts(
+    build: Path, config: PipelineConfig, *, source_model: ServingModel, target_pre: Preprocessor, metrics: dict[str, Any],
+    training: dict[str, Any], signature: Signature, parity: ParityReport, data_fingerprint: str,
+) -> tuple[dict[str, Path], Manifest]:
+    """Write the artifacts beside ``build/model.onnx``, then the manifest that lists them."""
+    paths = {name: build / file for name, file in
+             (("model", "model.onnx"), ("preprocessor", "preprocessor.json"), ("metrics", "metrics.json"), ("source_model", "source_model.pt"))}
+    write_json_atomic(target_pre.to_dict(), paths["preprocessor"])
+    write_json_atomic({"metrics": metrics, "training": training, "config": config.to_dict()}, paths["metrics"])
+    # a plain state_dict (tensors only), so loading it needs no pickle of code: weights_only=True
+    torch.save(source_model.state_dict(), paths["source_model"])
+    artifacts = [
+        Artifact.from_file("model", paths["model"], build, "application/onnx"),
+        Artifact.from_file("preprocessor", paths["preprocessor"], build, "application/json"),
+        Artifact.from_file("metrics", paths["metrics"], build, "application/json"),
+        Artifact.from_file("source-model", paths["source_model"], build, "application/x-pytorch-state-dict"),
+    ]
+    manifest = Manifest(
+        model_name=config.model_name,
+        model_version=config.model_version or artifacts[0].sha256[:12],
+        task="binary-classification",
+        artifacts=artifacts,
+        signature=signature,
+        parity=parity,
+        metrics=metrics,
+        lineage=Lineage(data_fingerprint=data_fingerprint, source_model_sha256=artifacts[3].sha256, seed=config.seed,
+                        pipeline_version=LEPTON_VERSION),
+        serving=ServingNeeds(min_gpu_memory_gib=config.min_gpu_memory_gib, max_batch_size=config.max_batch_size),
+    )
+    # last: a manifest on disk means every file it lists is complete
+    write_manifest(manifest, build / MANIFEST_FILENAME)
+    read_manifest(build / MANIFEST_FILENAME, verify=True)  # what infra will do, before anything is published
+    return paths, manifest
+
+
+def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: Progress = print) -> PipelineResult:
+    """Run the whole pipeline and publish its artifacts to ``out_dir``.
+
+    Writes ``model.onnx`` (the primary artifact: raw features -> logit,
+    probability), ``preprocessor.json`` (the target-domain preprocessing
+    baked into it), ``metrics.json`` (metrics, training history, config),
+    ``source_model.pt`` (state_dict of the source serving model) and, last,
+    ``manifest.json`` listing them with size, sha256 and crc32c; a generated
+    sample goes to ``data/``. A previous run's outputs in ``out_dir`` are
+    replaced; other files there are kept; files with those names but no
+    manifest are refused (:class:`ConfigError`). On any failure ``out_dir``
+    is left untouched. ``progress`` gets one short line per stage and every
+    few epochs.
+    """
+    config.validate()
+    out_dir = Path(out_dir).absolute()
+    _check_out_dir(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        timings[name] = round(time.perf_counter() - start, 3)
+
+    try:
+        with _torch_threads(config.torch_threads):
+            with stage("data"):
+                domains = _load_domains(config, build, progress)
+                src, tgt = domains["source"].parts, domains["target"].parts
+
+            with stage("pretrain"):
+                src_pre = Preprocessor.fit(src.train)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(config.seed)  # the initial weights
+                    source_net = MLP(len(FEATURES), config.hidden, config.dropout)
+                progress(f"pretrain: source model on {len(src.train)} rows")
+                pre_result = pretrain(
+                    source_net, src_pre.transform(src.train), _labels(src.train), src_pre.transform(src.val), _labels(src.val),
+                    epochs=config.epochs_pretrain, batch_size=config.batch_size, lr=config.lr, patience=config.patience,
+                    seed=config.seed, on_epoch=_epoch_reporter(progress, "pretrain", config.epochs_pretrain),
+                )
+
+            with stage("fine_tune"):
+                # the exported model serves the target domain, so its preprocessing
+                # is fitted on target training rows; the teacher keeps its own
+                tgt_pre = Preprocessor.fit(tgt.train)
+                x_tgt_train, y_tgt_train = tgt_pre.transform(tgt.train), _labels(tgt.train)
+                teacher_x = src_pre.transform(tgt.train)
+                progress(f"fine_tune: on {len(tgt.train)} target rows, lambda {config.lambda_:g}")
+                ft_result = fine_tune(
+                    source_net, source_net, x_tgt_train, y_tgt_train, tgt_pre.transform(tgt.val), _labels(tgt.val),
+                    teacher_x_train=teacher_x, lambda_=config.lambda_, epochs=config.epochs_finetune,
+                    batch_size=config.finetune_batch_size, lr=config.finetune_lr, patience=config.patience, seed=config.seed,
+                    on_epoch=_epoch_reporter(progress, "fine_tune", config.epochs_finetune),
+                )
+                student = ft_result.model
+
+            with stage("evaluate"):
+                with torch.no_grad():
+                    _, task, trans = TransferLoss(config.lambda_)(
+                        student(torch.from_numpy(x_tgt_train)), source_net(torch.from_numpy(teacher_x)), torch.from_numpy(y_tgt_train))
+                metrics: dict[str, Any] = {
+                    "target_test": {
+                        "source_only": evaluate(source_net, src_pre.transform(tgt.test), _labels(tgt.test)),
+                        "fine_tuned": evaluate(student, tgt_pre.transform(tgt.test), _labels(tgt.test)),
+                    },
+                    "source_test": evaluate(source_net, src_pre.transform(src.test), _labels(src.test)),
+                    "cleaning": {name: d.cleaning.to_dict() for name, d in domains.items()},
+                    "rows": {name: {k: len(getattr(d.parts, k)) for k in ("train", "val", "test")} for name, d in domains.items()},
+                    "lambda": config.lambda_,
+                    # of the shipped model, dropout off, on the target training rows
+                    "l_task": float(task),
+                    "l_trans": float(trans),
+                }
+                so, ft = metrics["target_test"]["source_only"], metrics["target_test"]["fine_tuned"]
+                progress(f"evaluate: target test AUC {so['auc']:.3f} -> {ft['auc']:.3f}, log-loss {so['log_loss']:.3f} -> {ft['log_loss']:.3f} "
+                         "(source-only -> fine-tuned)")
+
+            with stage("export"):
+                serving = ServingModel(tgt_pre, copy.deepcopy(student)).eval()
+                model_path = build / "model.onnx"
+                signature = export_onnx(serving, model_path, len(FEATURES), opset=config.opset, feature_names=FEATURES)
+                progress(f"export: {model_path.name} ({model_path.stat().st_size} bytes, opset {signature.opset})")
+
+            with stage("parity"):
+                parity = check_parity(serving, model_path, tgt.test[FEATURES].to_numpy(dtype=np.float32), atol=config.atol, rtol=config.rtol)
+                progress(f"parity: passed on {parity.rows_checked} rows, max abs diff {parity.max_abs_diff:.2g} (atol {config.atol:g})")
+
+            with stage("write"):
+                paths, _ = _write_artifacts(
+                    build, config, source_model=ServingModel(src_pre, source_net), target_pre=tgt_pre, metrics=metrics,
+                    training={"pretrain": _summary(pre_result), "fine_tune": _summary(ft_result)}, signature=signature, parity=parity,
+                    data_fingerprint=_combined_fingerprint(domains["source"].raw_fingerprint, domains["target"].raw_fingerprint),
+                )
+
+            with stage("publish"):
+                _open_permissions(build)
+                _publish(build, out_dir)
+                manifest = read_manifest(out_dir / MANIFEST_FILENAME, verify=False)
+                progress(f"done: {out_dir / MANIFEST_FILENAME}")
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+    final_paths = {name: out_dir / p.relative_to(build) for name, p in paths.items()}
+    if config.source_csv is None:
+        final_paths["source_data"], final_paths["target_data"] = out_dir / "data" / "source.csv", out_dir / "data" / "target.csv"
+    return PipelineResult(
+        out_dir=out_dir,
+        manifest_path=out_dir / MANIFEST_FILENAME,
+        paths=final_paths,
+        metrics=metrics,
+        parity=parity,
+        signature=signature,
+        manifest=manifest,
+        model=serving,
+        timings=timings,
+    )

@@ -1,0 +1,251 @@
+"""Training: pretrain on the source domain, transfer fine-tune on the target
+domain, and evaluate.
+
+Both loops are plain mini-batch Adam with early stopping on the validation
+loss (the best epoch's weights are restored). Runs are reproducible: the
+global torch RNG (dropout) is seeded inside a forked RNG state, so the
+caller's own random stream is left as it was, and shuffling uses its own
+seeded generator.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import TransferLoss
+
+ArrayLike = np.ndarray | torch.Tensor
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """A trained model (best validation epoch restored) and its per-epoch history."""
+
+    model: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether patience ran out before the epoch budget."""
+        return bool(self.history) and self.history[-1].get("stopped_early", False)
+
+
+def _features(x: ArrayLike) -> torch.Tensor:
+    # torch.tensor copies: pandas hands out read-only arrays, which torch warns about
+    return x.float() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x, dtype=np.float32))
+
+
+def _labels(y: ArrayLike) -> torch.Tensor:
+    return _features(y).reshape(-1, 1)
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    # a ServingModel returns (logit, probability); a bare network returns the logit
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _check_settings(epochs: int, batch_size: int, lr: float, patience: int, n_train: int, n_val: int) -> None:
+    if epochs < 1 or batch_size < 1 or not lr > 0 or patience < 1:
+        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0 and patience >= 1; got {epochs}, {batch_size}, {lr}, {patience}")
+    if n_train == 0 or n_val == 0:
+        raise ValueError(f"need training and validation rows; got {n_train} and {n_val}")
+
+
+@torch.no_grad()
+def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    loss = F.binary_cross_entropy_with_logits(_logits(model, x), y).item()
+    model.train()
+    return loss
+
+
+class _EarlyStopping:
+    """Keeps the best weights seen; says when ``patience`` epochs brought no improvement."""
+
+    def __init__(self, model: nn.Module, patience: int) -> None:
+        self.model, self.patience = model, patience
+        self.best_loss, self.best_epoch, self.bad_epochs = float("inf"), 0, 0
+        self.best_state = copy.deepcopy(model.state_dict())
+
+    def should_stop(self, epoch: int, val_loss: float) -> bool:
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.best_state)
+
+
+def pretrain(
+    model: nn.Module,
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    x_val: ArrayLike,
+    y_val: ArrayLike,
+    *,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    patience: int = 5,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``model`` (in place) on the source domain with BCE-with-logits.
+
+    Stops after ``patience`` epochs without a lower validation loss and
+    restores the best epoch's weights. History rows: ``epoch``,
+    ``train_loss``, ``val_loss``. ``on_epoch`` gets each row as it is made.
+    """
+    xt, yt, xv, yv = _features(x_train), _labels(y_train), _features(x_val), _labels(y_val)
+    _check_settings(epochs, batch_size, lr, patience, len(xt), len(xv))
+    result = TrainResult(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        shuffle = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        stopper = _EarlyStopping(model, patience)
+        model.train()
+        for epoch in range(1, epochs + 1):
+            total = 0.0
+            for idx in torch.randperm(len(xt), generator=shuffle).split(batch_size):
+                loss = F.binary_cross_entropy_with_logits(model(xt[idx]), yt[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            row = {"epoch": epoch, "train_loss": total / len(xt), "val_loss": _val_loss(model, xv, yv)}
+            stop = stopper.should_stop(epoch, row["val_loss"])
+            row["stopped_early"] = stop and epoch < epochs
+            result.history.append(row)
+            if on_epoch:
+                on_epoch(row)
+            if stop:
+                break
+        stopper.restore()
+    model.eval()
+    result.best_epoch = stopper.best_epoch
+    return result
+
+
+def fine_tune(
+    student: nn.Module,
+    teacher: nn.Module,
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    x_val: ArrayLike,
+    y_val: ArrayLike,
+    *,
+    teacher_x_train: ArrayLike | None = None,
+    lambda_: float = 0.5,
+    epochs: int = 40,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    weight_decay: float = 0.0,
+    patience: int = 8,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Transfer fine-tune a deep copy of ``student`` on the target domain.
+
+    Minimizes :class:`TransferLoss` ``task + lambda_ * trans``. The teacher
+    (usually the source model itself) is frozen: its logits on the training
+    rows are computed once, under ``torch.no_grad()``, and cached. The
+    teacher reads ``teacher_x_train`` when given (the same rows prepared with
+    the teacher's own preprocessing), else ``x_train``. Early stopping
+    watches the task loss on the validation rows. ``student`` and
+    ``teacher`` are not modified. History rows: ``epoch``, ``task``,
+    ``trans``, ``total`` (training means) and ``val_loss``.
+    """
+    xt, yt, xv, yv = _features(x_train), _labels(y_train), _features(x_val), _labels(y_val)
+    _check_settings(epochs, batch_size, lr, patience, len(xt), len(xv))
+    tx = xt if teacher_x_train is None else _features(teacher_x_train)
+    if len(tx) != len(xt):
+        raise ValueError(f"teacher_x_train has {len(tx)} rows but x_train has {len(xt)}; they must be the same rows")
+    criterion = TransferLoss(lambda_)
+    teacher_was_training = teacher.training
+    teacher.eval()
+    with torch.no_grad():
+        teacher_logits = _logits(teacher, tx)
+    teacher.train(teacher_was_training)
+
+    model = copy.deepcopy(student)
+    result = TrainResult(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        shuffle = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        stopper = _EarlyStopping(model, patience)
+        model.train()
+        for epoch in range(1, epochs + 1):
+            sums = {"total": 0.0, "task": 0.0, "trans": 0.0}
+            for idx in torch.randperm(len(xt), generator=shuffle).split(batch_size):
+                total, task, trans = criterion(_logits(model, xt[idx]), teacher_logits[idx], yt[idx])
+                opt.zero_grad()
+                total.backward()
+                opt.step()
+                for k, v in (("total", total), ("task", task), ("trans", trans)):
+                    sums[k] += v.item() * len(idx)
+            row: dict[str, Any] = {"epoch": epoch, **{k: v / len(xt) for k, v in sums.items()}, "val_loss": _val_loss(model, xv, yv)}
+            stop = stopper.should_stop(epoch, row["val_loss"])
+            row["stopped_early"] = stop and epoch < epochs
+            result.history.append(row)
+            if on_epoch:
+                on_epoch(row)
+            if stop:
+                break
+        stopper.restore()
+    model.eval()
+    result.best_epoch = stopper.best_epoch
+    return result
+
+
+def auc_score(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve by the rank (Mann-Whitney U) formula; ties get average ranks."""
+    y = np.asarray(y_true).reshape(-1)
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"AUC needs both classes; got {n_pos} positive and {n_neg} negative rows")
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: ArrayLike, y: ArrayLike) -> dict[str, float | int]:
+    """``auc``, ``accuracy`` (threshold 0.5), ``log_loss`` and ``rows`` of ``model`` on ``(x, y)``.
+
+    ``model`` returns logits, or ``(logit, probability)`` like a ServingModel.
+    """
+    was_training = model.training
+    model.eval()
+    z = _logits(model, _features(x)).double().numpy().reshape(-1)
+    model.train(was_training)
+    yy = np.asarray(y, dtype=np.float64).reshape(-1)
+    if len(z) != len(yy):
+        raise ValueError(f"model gave {len(z)} scores for {len(yy)} labels")
+    # log(1 + e^-z) for positives, log(1 + e^z) for negatives: exact even for saturated logits
+    log_loss = float(np.mean(yy * np.logaddexp(0.0, -z) + (1.0 - yy) * np.logaddexp(0.0, z)))
+    return {
+        "auc": auc_score(yy, z),
+        "accuracy": float(np.mean((z > 0) == (yy == 1))),
+        "log_loss": log_loss,
+        "rows": int(len(yy)),
+    }

@@ -1,0 +1,116 @@
+"""The parity gate: the exported ONNX file must answer like the PyTorch model.
+
+onnxruntime (CPU provider) and PyTorch score the same held-out raw rows at
+batch size N and at batch size 1. Output names are checked first, then
+shapes, then values; any breach of ``|onnx - torch| <= atol + rtol * |torch|``
+raises :class:`ParityError`, so a model that a server would answer
+differently never reaches a manifest. Unlike a warning, a value mismatch here
+is fatal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from lepton_cdk.contract import ParityReport
+
+from .export import INPUT_NAME, OUTPUT_NAMES
+
+_PROVIDER = "CPUExecutionProvider"
+
+
+class ParityError(RuntimeError):
+    """The ONNX model's answers differ from PyTorch's beyond the tolerance."""
+
+
+def probe_rows(n_features: int) -> np.ndarray:
+    """Rows every parity check adds to the caller's: all-missing, huge, tiny and
+    infinite values, so imputation and clipping are always exercised."""
+    return np.array([
+        [np.nan] * n_features,
+        [1e30] * n_features,
+        [-1e30] * n_features,
+        [np.inf if i % 2 else -np.inf for i in range(n_features)],
+        [0.0] * n_features,
+    ], dtype=np.float32)
+
+
+def _torch_outputs(model: nn.Module, x: np.ndarray) -> dict[str, np.ndarray]:
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    return {name: t.numpy() for name, t in zip(OUTPUT_NAMES, out, strict=True)}
+
+
+def _diffs(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
+    got64, want64 = got.astype(np.float64), want.astype(np.float64)
+    # NaN on either side is a breach, never silently "equal"
+    abs_diff = np.where(np.isnan(got64) | np.isnan(want64), np.inf, np.abs(got64 - want64))
+    rel_diff = abs_diff / np.maximum(np.abs(want64), np.finfo(np.float32).tiny)
+    ok = bool(np.all(abs_diff <= atol + rtol * np.abs(want64)))
+    return float(abs_diff.max(initial=0.0)), float(rel_diff.max(initial=0.0)), ok
+
+
+def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndarray,
+                 atol: float = 1e-5, rtol: float = 1e-4) -> ParityReport:
+    """Compare onnxruntime with PyTorch on raw rows ``x_raw`` (NaN allowed) plus :func:`probe_rows`.
+
+    Checks, in order: the ONNX model's input and output names, the output
+    shapes at batch N and batch 1, and every output value. Raises
+    :class:`ParityError` (one line: which output, the max difference, the
+    tolerance and what to do) on any breach; returns a passed
+    :class:`ParityReport` otherwise.
+    """
+    if atol < 0 or rtol < 0:
+        raise ValueError(f"atol={atol} and rtol={rtol} must be >= 0")
+    x = np.asarray(x_raw, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"x_raw must be a non-empty [rows, features] array; got shape {x.shape}")
+    x = np.concatenate([x, probe_rows(x.shape[1])])
+
+    session = ort.InferenceSession(str(onnx_path), providers=[_PROVIDER])
+    in_names = [i.name for i in session.get_inputs()]
+    out_names = [o.name for o in session.get_outputs()]
+    if in_names != [INPUT_NAME] or out_names != list(OUTPUT_NAMES):
+        raise ParityError(
+            f"{onnx_path} has inputs {in_names} and outputs {out_names}, expected [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}; "
+            "re-export it with model_pipeline.export.export_onnx"
+        )
+
+    per_output: dict[str, dict[str, float]] = {name: {"max_abs_diff": 0.0, "max_rel_diff": 0.0} for name in OUTPUT_NAMES}
+    # batch N and batch 1: a graph specialized to its example's batch size fails one of them
+    for batch in (x, x[:1]):
+        want = _torch_outputs(serving_model, batch)
+        got = dict(zip(out_names, session.run(out_names, {INPUT_NAME: batch}), strict=True))
+        for name in OUTPUT_NAMES:
+            if got[name].shape != want[name].shape:
+                raise ParityError(
+                    f"output {name!r} has shape {list(got[name].shape)} in onnxruntime but {list(want[name].shape)} in PyTorch "
+                    f"for a batch of {len(batch)}; re-export with a dynamic batch dimension"
+                )
+        for name in OUTPUT_NAMES:
+            max_abs, max_rel, ok = _diffs(got[name], want[name], atol, rtol)
+            stats = per_output[name]
+            stats["max_abs_diff"] = max(stats["max_abs_diff"], max_abs)
+            stats["max_rel_diff"] = max(stats["max_rel_diff"], max_rel)
+            if not ok:
+                raise ParityError(
+                    f"output {name!r} differs between onnxruntime and PyTorch by up to {max_abs:.3g} (relative {max_rel:.3g}) "
+                    f"on a batch of {len(batch)}, beyond atol={atol:g} + rtol={rtol:g}; the ONNX file does not reproduce the model: "
+                    "re-export it from this model and do not loosen the tolerance to pass"
+                )
+    return ParityReport(
+        atol=atol,
+        rtol=rtol,
+        max_abs_diff=max(s["max_abs_diff"] for s in per_output.values()),
+        max_rel_diff=max(s["max_rel_diff"] for s in per_output.values()),
+        rows_checked=len(x),
+        passed=True,
+        per_output=per_output,
+        runtime=f"onnxruntime {ort.__version__} {session.get_providers()[0]}",
+    )
