@@ -1,0 +1,153 @@
+"""The infra app's settings, read from ``LEPTON_*`` environment variables.
+
+Every setting has a default. A bad value fails before anything is synthesized, with one line naming the
+variable, the value and the fix. Standard library only: reading the config
+does not start jsii.
+
+=======================  ==============================  =================================================
+variable                 default                         meaning
+=======================  ==============================  =================================================
+LEPTON_MANIFEST          build/demo/manifest.json        the model manifest to deploy (file or its folder)
+LEPTON_TARGET            aws                             aws, gcp or all: which stacks to synthesize
+LEPTON_STACK_PREFIX      lepton                          stack names are ``<prefix>-aws`` / ``<prefix>-gcp``
+LEPTON_RETAIN_DATA       true                            false lets ``destroy`` delete buckets and keys
+LEPTON_STATE_DIR         (project root)                  folder for the local backend's state files
+LEPTON_AWS_REGION        us-east-1                       AWS region
+LEPTON_AWS_ENDPOINT      (real AWS)                      an emulator URL (moto) for every AWS service
+LEPTON_AWS_INSTANCE_TYPE g5.xlarge                       GPU instance type
+LEPTON_IMAGE_ID          (Deep Learning AMI via SSM)     AMI for the AWS GPU nodes
+LEPTON_NODE_COUNT        1                               GPU nodes to run (AWS and GCP)
+LEPTON_GCP_PROJECT       (GOOGLE_PROJECT at plan time)   GCP project id (unset: the provider's default)
+LEPTON_GCP_REGION        us-central1                     GCP region
+LEPTON_GCP_MACHINE_TYPE  g2-standard-4                   GCP machine type (with one NVIDIA L4)
+=======================  ==============================  =================================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+TARGETS = ("aws", "gcp")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d$")
+_GCP_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_STACK_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the infra app cannot use."""
+
+
+def _bad(name: str, value: str, fix: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r} is not valid: {fix}")
+
+
+@dataclass(frozen=True)
+class InfraConfig:
+    """Everything the infra app needs to build its stacks."""
+
+    manifest_path: Path = Path("build/demo/manifest.json")
+    targets: tuple[str, ...] = ("aws",)
+    stack_prefix: str = "lepton"
+    retain_data: bool = True
+    state_dir: Path | None = None
+    aws_region: str = "us-east-1"
+    aws_endpoint: str | None = None
+    aws_instance_type: str = "g5.xlarge"
+    image_id: str | None = None
+    node_count: int = 1
+    gcp_project: str | None = None
+    gcp_region: str = "us-central1"
+    gcp_machine_type: str = "g2-standard-4"
+
+    def stack_name(self, target: str) -> str:
+        """``<prefix>-<target>``."""
+        return f"{self.stack_prefix}-{target}"
+
+    def state_file(self, target: str) -> str | None:
+        """Absolute path of the target's local state file, or None for cdktf's default (the project root)."""
+        if self.state_dir is None:
+            return None
+        return str((self.state_dir / f"terraform.{self.stack_name(target)}.tfstate").resolve())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> InfraConfig:
+        """Read and check every ``LEPTON_*`` variable; raises :class:`ConfigError` on the first bad one."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() != "" else None
+
+        def flag(name: str, default: bool) -> bool:
+            raw = get(name)
+            if raw is None:
+                return default
+            if raw.lower() in _TRUE:
+                return True
+            if raw.lower() in _FALSE:
+                return False
+            raise _bad(name, raw, "use true or false")
+
+        target = (get("LEPTON_TARGET") or "aws").lower()
+        if target == "all":
+            targets = TARGETS
+        elif target in TARGETS:
+            targets = (target,)
+        else:
+            raise _bad("LEPTON_TARGET", target, "use aws, gcp or all")
+
+        prefix = get("LEPTON_STACK_PREFIX") or "lepton"
+        if not _STACK_PREFIX.match(prefix):
+            raise _bad("LEPTON_STACK_PREFIX", prefix, "use 1-31 lowercase letters, digits or '-', starting with a letter")
+
+        aws_region = get("LEPTON_AWS_REGION") or "us-east-1"
+        if not _AWS_REGION.match(aws_region):
+            raise _bad("LEPTON_AWS_REGION", aws_region, "use an AWS region code such as us-east-1 or eu-west-1")
+
+        endpoint = get("LEPTON_AWS_ENDPOINT")
+        if endpoint is not None:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+                raise _bad("LEPTON_AWS_ENDPOINT", endpoint, "use the emulator's base URL, e.g. http://127.0.0.1:5000, or unset it for real AWS")
+            endpoint = endpoint.rstrip("/")
+
+        image_id = get("LEPTON_IMAGE_ID")
+        if image_id is not None and not _AMI.match(image_id):
+            raise _bad("LEPTON_IMAGE_ID", image_id, "use an AMI id such as ami-0123456789abcdef0, or unset it for the Deep Learning AMI")
+
+        raw_count = get("LEPTON_NODE_COUNT") or "1"
+        if not raw_count.isdigit() or not 0 <= int(raw_count) <= 100:
+            raise _bad("LEPTON_NODE_COUNT", raw_count, "use a whole number from 0 to 100")
+
+        gcp_project = get("LEPTON_GCP_PROJECT")
+        if gcp_project is not None and not _GCP_PROJECT.match(gcp_project):
+            raise _bad("LEPTON_GCP_PROJECT", gcp_project, "use a GCP project id: 6-30 lowercase letters, digits or '-', starting with a letter")
+        gcp_region = get("LEPTON_GCP_REGION") or "us-central1"
+        if not _GCP_REGION.match(gcp_region):
+            raise _bad("LEPTON_GCP_REGION", gcp_region, "use a GCP region such as us-central1 or europe-west4")
+
+        state_dir = get("LEPTON_STATE_DIR")
+        return cls(
+            manifest_path=Path(get("LEPTON_MANIFEST") or "build/demo/manifest.json"),
+            targets=targets,
+            stack_prefix=prefix,
+            retain_data=flag("LEPTON_RETAIN_DATA", True),
+            state_dir=Path(state_dir) if state_dir else None,
+            aws_region=aws_region,
+            aws_endpoint=endpoint,
+            aws_instance_type=get("LEPTON_AWS_INSTANCE_TYPE") or "g5.xlarge",
+            image_id=image_id,
+            node_count=int(raw_count),
+            gcp_project=gcp_project,
+            gcp_region=gcp_region,
+            gcp_machine_type=get("LEPTON_GCP_MACHINE_TYPE") or "g2-standard-4",
+        )

@@ -1,0 +1,1 @@
+"""One stack per target cloud, each built from :class:`infra.config.InfraConfig`."""

@@ -1,0 +1,11 @@
+"""Cloud-neutral pieces shared by ``lepton_cdk.aws`` and ``lepton_cdk.gcp``.
+
+Importing this package does not import cdktf: the protocols and errors are
+standard library only. The framework itself (cdktf, constructs, provider
+bindings) is reached through :mod:`lepton_cdk.core.framework`.
+"""
+
+from .errors import ConstructValidationError
+from .interfaces import Grant, IBucket, IGpuNodeGroup, IGrantable, IModelArtifacts, ModelObject
+
+__all__ = ["ConstructValidationError", "Grant", "IBucket", "IGpuNodeGroup", "IGrantable", "IModelArtifacts", "ModelObject"]

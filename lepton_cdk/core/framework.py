@@ -1,0 +1,176 @@
+"""The one module that imports CDK for Terraform, constructs and the provider bindings.
+
+Everything else in lepton-cdk takes the framework's names from here, so a move
+to CDK Terrain (the community fork) or to writing Terraform JSON directly
+touches this file and the constructs' resource calls, not every import line.
+
+Provider bindings load lazily. The prebuilt provider packages
+(``cdktf_cdktf_provider_aws``, ``cdktf_cdktf_provider_google``) import every
+one of their ~2,100 generated submodules from their ``__init__``, which costs
+~18-20 s (AWS) and ~16 s (Google) before a single resource is declared. The
+submodules themselves only need the package's ``_jsii`` module (which loads
+the jsii assembly into the Node.js kernel), never the package ``__init__``.
+:func:`provider_package` therefore registers the package in ``sys.modules``
+without executing its ``__init__`` and imports a submodule the first time it
+is asked for (``aws.s3_bucket``). The synthesized JSON is byte-identical to
+the one produced after a full import; only the time differs.
+
+If the package was already imported in full (a user's own stack did
+``import cdktf_cdktf_provider_aws``), that module is used as it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+import threading
+import types
+from typing import Any
+
+import cdktf
+import constructs
+from cdktf import (
+    App,
+    Aspects,
+    AssetType,
+    Fn,
+    IAspect,
+    LocalBackend,
+    TerraformAsset,
+    TerraformElement,
+    TerraformLocal,
+    TerraformOutput,
+    TerraformResourceLifecycle,
+    TerraformStack,
+    TerraformVariable,
+    Testing,
+    Token,
+)
+from constructs import Construct, IConstruct
+
+__all__ = [
+    "App", "AssetType", "Aspects", "Construct", "Fn", "IAspect", "IConstruct", "LocalBackend", "TerraformAsset",
+    "TerraformElement", "TerraformLocal", "TerraformOutput", "TerraformResourceLifecycle", "TerraformStack", "TerraformVariable", "Testing", "Token",
+    "aws", "cdktf", "constructs", "google", "is_unresolved", "literal_with_references", "provider_package",
+]
+
+_lock = threading.Lock()
+
+
+class ProviderBindings:
+    """A provider package whose submodules import on first attribute access.
+
+    ``aws.s3_bucket.S3Bucket`` imports ``cdktf_cdktf_provider_aws.s3_bucket``
+    (and nothing else) the first time it is evaluated.
+    """
+
+    def __init__(self, package: str) -> None:
+        self._package = package
+
+    @property
+    def package_name(self) -> str:
+        """The Python package these bindings come from."""
+        return self._package
+
+    def __getattr__(self, name: str) -> types.ModuleType:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        provider_package(self._package)
+        try:
+            module = importlib.import_module(f"{self._package}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{self._package}.{name}":
+                raise
+            raise AttributeError(f"{self._package} has no submodule {name!r}") from None
+        setattr(self, name, module)  # later lookups skip __getattr__
+        return module
+
+    def loaded_submodules(self) -> list[str]:
+        """Names of the submodules imported so far (for measurements and tests)."""
+        prefix = f"{self._package}."
+        return sorted(n[len(prefix):] for n in sys.modules if n.startswith(prefix) and n.count(".") == 1 and n != f"{prefix}_jsii")
+
+    def __repr__(self) -> str:
+        return f"ProviderBindings({self._package!r}, loaded={self.loaded_submodules()})"
+
+
+def provider_package(package: str) -> types.ModuleType:
+    """``sys.modules[package]``, registered without running the package ``__init__``.
+
+    The returned module has the package's ``__path__`` (so its submodules
+    import normally) and a module-level ``__getattr__`` that imports a
+    submodule on attribute access, so ``import cdktf_cdktf_provider_aws as
+    aws; aws.kms_key`` keeps working for code that expects the full package.
+    """
+    with _lock:
+        module = sys.modules.get(package)
+        if module is not None:
+            return module
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.submodule_search_locations is None:
+            raise ModuleNotFoundError(f"provider package {package!r} is not installed; run `make setup`", name=package)
+        module = importlib.util.module_from_spec(spec)
+
+        def _submodule(name: str, _package: str = package) -> Any:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            try:
+                return importlib.import_module(f"{_package}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{_package}.{name}":
+                    raise
+                raise AttributeError(f"module {_package!r} has no attribute {name!r}") from None
+
+        module.__getattr__ = _submodule  # PEP 562
+        sys.modules[package] = module
+        # Deliberately no spec.loader.exec_module(module): that is the 2,100-import __init__.
+        return module
+
+
+# How cdktf encodes a string token inside a Python string (cdktf 0.21 / CDK Terrain alike).
+_STRING_TOKEN = re.compile(r"\$\{TfToken\[[A-Za-z0-9_.]+\]\}")
+
+
+def _raw(literal: str) -> str:
+    # Fn.raw_string escapes quotes, newlines and "${" but leaves backslashes and "%{" alone, and
+    # both mean something inside an HCL string literal: escape them here so the bytes survive.
+    return Fn.raw_string(literal.replace("\\", "\\\\").replace("%{", "%%{"))
+
+
+def literal_with_references(text: str) -> str:
+    """``text`` as a Terraform string expression where only its tokens are references.
+
+    Terraform functions (``base64encode``) refuse literal arguments holding
+    double quotes or ``${``; a shell script has plenty. The literal pieces are
+    escaped with ``Fn.raw_string`` and joined with the tokens between them, so
+    ``Fn.base64encode(literal_with_references(script))`` encodes exactly the
+    script with each reference filled in at apply time.
+    """
+    parts: list[str] = []
+    last = 0
+    for match in _STRING_TOKEN.finditer(text):
+        if match.start() > last:
+            parts.append(_raw(text[last:match.start()]))
+        parts.append(match.group(0))
+        last = match.end()
+    if last < len(text):
+        parts.append(_raw(text[last:]))
+    if len(parts) == 1:
+        return parts[0]
+    return Fn.join("", parts)
+
+
+def is_unresolved(value: Any) -> bool:
+    """True when ``value`` is (or contains) a token resolved only at synth/apply time."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return bool(Token.is_unresolved(value))
+    return False
+
+
+aws = ProviderBindings("cdktf_cdktf_provider_aws")
+"""AWS provider 5.100.0 bindings (``cdktf-cdktf-provider-aws==20.1.0``), loaded per submodule."""
+
+google = ProviderBindings("cdktf_cdktf_provider_google")
+"""Google provider bindings (``cdktf-cdktf-provider-google==16.12.1``), loaded per submodule."""

@@ -1,0 +1,226 @@
+"""GPU nodes in a regional managed instance group that fetch a model version and verify it at boot.
+
+Default settings:
+- ``g2-standard-4`` with one NVIDIA L4 (24 GB): the current-generation
+  inference GPU with the widest regional availability and the lowest price
+  per GB of GPU memory; ``n1-standard-8`` with ``nvidia-tesla-t4`` is the
+  budget alternative (pass ``machine_type`` and the accelerator follows).
+  One node (``target_size=1``), spread over the region's zones.
+- Image: Canonical's Ubuntu 22.04 accelerator image family
+  (``ubuntu-os-accelerator-images``, ``ubuntu-accelerator-2204-amd64-with-nvidia-550``),
+  whose NVIDIA driver is signed, so it loads with Secure Boot on; it ships
+  ``gcloud``.
+- Shielded VM: Secure Boot, vTPM and integrity monitoring on.
+- ``on_host_maintenance = TERMINATE`` (required for GPUs), automatic restart on.
+- Boot disk: 100 GiB ``pd-balanced``, deleted with the instance.
+- No external IP (no ``access_config``). Without ``subnetwork``, a
+  :class:`PrivateNetwork` is created (child ``"Network"``) with Private
+  Google Access and no NAT.
+- A dedicated service account (child ``"ServiceAccount"``) with no project
+  roles; its only permission is ``roles/storage.objectViewer`` on the model
+  bucket, conditioned on the model version's prefix.
+- OS Login on, project-wide SSH keys blocked.
+- Boot script: the same fetch-and-verify script as on AWS, using
+  ``gcloud storage cp`` (``gsutil`` when gcloud is absent).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, google
+from lepton_cdk.core.startup_script import render_fetch_and_verify_script
+from lepton_cdk.core.validation import PropChecks
+
+from .bucket import ModelArtifacts
+from .iam import ServiceAccount
+from .naming import stable_suffix
+from .network import PrivateNetwork
+
+DEFAULT_MACHINE_TYPE = "g2-standard-4"
+DEFAULT_SOURCE_IMAGE = "projects/ubuntu-os-accelerator-images/global/images/family/ubuntu-accelerator-2204-amd64-with-nvidia-550"
+N1_ACCELERATORS = frozenset({"nvidia-tesla-t4", "nvidia-tesla-v100", "nvidia-tesla-p4", "nvidia-tesla-p100"})
+_G2_GPUS = {"4": 1, "8": 1, "12": 1, "16": 1, "32": 1, "24": 2, "48": 4, "96": 8}
+_BOOT_DISK_TYPES = frozenset({"pd-balanced", "pd-ssd", "pd-standard", "hyperdisk-balanced"})
+_ZONE = re.compile(r"^[a-z]+-[a-z]+\d-[a-z]$")
+
+
+def default_accelerator(machine_type: str) -> tuple[str, int] | None:
+    """The GPU (type, count) a machine type comes with or usually takes; None when it takes none."""
+    family, _, rest = machine_type.partition("-")
+    if family == "g2" and rest.startswith("standard-") and rest.removeprefix("standard-") in _G2_GPUS:
+        return "nvidia-l4", _G2_GPUS[rest.removeprefix("standard-")]
+    match = re.match(r"^(highgpu|megagpu|ultragpu)-(\d+)g$", rest)
+    if family == "a2" and match:
+        return ("nvidia-a100-80gb" if match.group(1) == "ultragpu" else "nvidia-tesla-a100"), int(match.group(2))
+    if family == "n1":
+        return "nvidia-tesla-t4", 1
+    return None
+
+
+class IHasId(Protocol):
+    """A subnetwork object: a ``ComputeSubnetwork`` resource, its data source, or anything with ``.id``."""
+
+    @property
+    def id(self) -> str: ...
+
+
+def _label(value: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63]
+
+
+class GpuNodeGroup(Construct):
+    """A regional managed instance group of GPU VMs that fetch and verify a model at boot.
+
+    Implements :class:`lepton_cdk.core.IGpuNodeGroup`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        model: ModelArtifacts,
+        machine_type: str = DEFAULT_MACHINE_TYPE,
+        accelerator_type: str | None = None,
+        accelerator_count: int | None = None,
+        source_image: str = DEFAULT_SOURCE_IMAGE,
+        boot_disk_size_gib: int = 100,
+        boot_disk_type: str = "pd-balanced",
+        target_size: int = 1,
+        subnetwork: IHasId | None = None,
+        zones: Sequence[str] | None = None,
+        secure_boot: bool = True,
+        service_account_id: str | None = None,
+    ) -> None:
+        """Create the service account, instance template, group and (if needed) network.
+
+        :param model: the model version the nodes fetch; they may read its prefix only.
+        :param machine_type: a GPU machine type (``g2-*``, ``a2-*``) or an
+            ``n1-*`` type to attach GPUs to. Default: ``g2-standard-4``.
+        :param accelerator_type: the GPU. Default: the one the machine type
+            comes with (``nvidia-l4`` on g2, ``nvidia-tesla-a100`` on a2),
+            ``nvidia-tesla-t4`` on n1.
+        :param accelerator_count: GPUs per node. Default: the machine type's count (1 on n1).
+        :param source_image: boot image or image family. Default: Ubuntu 22.04
+            accelerator image with a signed NVIDIA 550 driver.
+        :param boot_disk_size_gib: boot disk size. Default: 100 GiB.
+        :param boot_disk_type: ``pd-balanced``, ``pd-ssd``, ``pd-standard`` or
+            ``hyperdisk-balanced``. Default: ``pd-balanced``.
+        :param target_size: nodes to run. Default: 1.
+        :param subnetwork: where nodes run. Default: a new :class:`PrivateNetwork`.
+        :param zones: zones of the region to use. Default: all of the
+            region's zones (list the ones that offer your GPU to avoid stockouts).
+        :param secure_boot: Shielded VM Secure Boot. Default: on; turn it off
+            only for an image whose GPU driver is unsigned.
+        :param service_account_id: the nodes' service account id. Default: ``lepton-<8 hex>``.
+        """
+        super().__init__(scope, id)
+        checks = PropChecks(self.node.path)
+        gpu = default_accelerator(machine_type) if checks.known(machine_type) else None
+        if checks.known(machine_type):
+            checks.require(gpu is not None,
+                           f"machine_type={machine_type!r} cannot carry NVIDIA GPUs; use a g2-standard-*, a2-* or n1-* machine type, e.g. {DEFAULT_MACHINE_TYPE!r}")
+        acc_type = accelerator_type or (gpu[0] if gpu else None)
+        acc_count = accelerator_count if accelerator_count is not None else (gpu[1] if gpu else 1)
+        if gpu is not None and checks.known(acc_type or "", acc_count):
+            if machine_type.startswith("n1-"):
+                checks.require(acc_type in N1_ACCELERATORS,
+                               f"accelerator_type={acc_type!r} does not attach to n1 machines; use one of {', '.join(sorted(N1_ACCELERATORS))}")
+                checks.require(acc_count in (1, 2, 4, 8), f"accelerator_count={acc_count} must be 1, 2, 4 or 8 on n1 machines")
+            else:
+                checks.require(acc_type == gpu[0], f"accelerator_type={acc_type!r} does not match {machine_type}, which comes with {gpu[0]}; leave it unset")
+                checks.require(acc_count == gpu[1], f"accelerator_count={acc_count} does not match {machine_type}, which has {gpu[1]}; leave it unset")
+        checks.int_range("boot_disk_size_gib", boot_disk_size_gib, minimum=10, maximum=65536)
+        if checks.known(boot_disk_type):
+            checks.require(boot_disk_type in _BOOT_DISK_TYPES, f"boot_disk_type={boot_disk_type!r} is not supported; use one of {', '.join(sorted(_BOOT_DISK_TYPES))}")
+        checks.int_range("target_size", target_size, minimum=0, maximum=1000)
+        for zone in zones or ():
+            if checks.known(zone):
+                checks.require(bool(_ZONE.match(zone)), f"zones contains {zone!r}, which is not a zone name; use names like 'us-central1-a'")
+        if zones is not None:
+            checks.require(len(zones) > 0, "zones=[] lists no zone; pass at least one or leave it unset for all of the region's zones")
+        checks.raise_if_any()
+
+        self._model = model
+        suffix = stable_suffix(self)
+        self.service_account = ServiceAccount(self, "ServiceAccount", account_id=service_account_id or f"lepton-gpu-{suffix}",
+                                              display_name="lepton-cdk GPU nodes")
+        self.grant = model.grant_read(self)
+
+        self.network: PrivateNetwork | None = None
+        if subnetwork is None:
+            self.network = PrivateNetwork(self, "Network")
+            subnetwork_id = self.network.subnetwork_id
+        else:
+            subnetwork_id = subnetwork.id
+
+        self.startup_script = render_fetch_and_verify_script(
+            model_name=model.manifest.model_name,
+            model_version=model.manifest.model_version,
+            objects=model.objects,
+            primary=model.model_object,
+            copy_command=(
+                'if command -v gcloud >/dev/null 2>&1; then\n'
+                '  gcloud storage cp --no-user-output-enabled "$1" "$2"\n'
+                'else\n'
+                '  gsutil -q cp "$1" "$2"\n'
+                'fi'
+            ),
+        )
+        t = google.compute_instance_template
+        self.instance_template = t.ComputeInstanceTemplate(
+            self, "Template",
+            name_prefix="lepton-gpu-",
+            description="lepton-cdk GPU node",
+            machine_type=machine_type,
+            guest_accelerator=[t.ComputeInstanceTemplateGuestAccelerator(type=acc_type, count=acc_count)],
+            scheduling=t.ComputeInstanceTemplateScheduling(
+                on_host_maintenance="TERMINATE", automatic_restart=True, preemptible=False, provisioning_model="STANDARD",
+            ),
+            shielded_instance_config=t.ComputeInstanceTemplateShieldedInstanceConfig(
+                enable_secure_boot=secure_boot, enable_vtpm=True, enable_integrity_monitoring=True,
+            ),
+            disk=[t.ComputeInstanceTemplateDisk(
+                boot=True, auto_delete=True, source_image=source_image, disk_size_gb=boot_disk_size_gib, disk_type=boot_disk_type,
+            )],
+            network_interface=[t.ComputeInstanceTemplateNetworkInterface(subnetwork=subnetwork_id)],
+            service_account=t.ComputeInstanceTemplateServiceAccount(
+                email=self.service_account.email, scopes=["https://www.googleapis.com/auth/cloud-platform"],
+            ),
+            metadata={
+                "startup-script": self.startup_script,
+                "enable-oslogin": "TRUE",
+                "block-project-ssh-keys": "true",
+            },
+            labels={"lepton-model": _label(model.manifest.model_name), "lepton-model-version": _label(model.manifest.model_version)},
+            # A template cannot change in place; the group must move to the new one before the old goes.
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
+        )
+        m = google.compute_region_instance_group_manager
+        self.resource = m.ComputeRegionInstanceGroupManager(
+            self, "Resource",
+            name=f"lepton-gpu-{suffix}",
+            base_instance_name="lepton-gpu",
+            version=[m.ComputeRegionInstanceGroupManagerVersion(name="primary", instance_template=self.instance_template.self_link_unique)],
+            target_size=target_size,
+            distribution_policy_zones=list(zones) if zones else None,
+            wait_for_instances=False,
+        )
+
+    @property
+    def grant_principal(self) -> ServiceAccount:
+        """The nodes' service account."""
+        return self.service_account
+
+    @property
+    def node_group_name(self) -> str:
+        """The managed instance group's name."""
+        return self.resource.name
+
+    @property
+    def model(self) -> ModelArtifacts:
+        """The model version the nodes fetch."""
+        return self._model

@@ -1,0 +1,81 @@
+"""The user's path: the repo-local ``cdktf`` CLI deploys the app from ``cdktf.json`` against moto,
+writes the outputs file the pipeline reads, then destroys.
+
+It runs in a scratch project folder (``cdktf.json`` plus links to ``infra/``,
+``lepton_cdk/`` and ``.venv/``), so no ``cdktf.out`` or state is left in the
+repository, and with its own HOME, so nothing is written to the user's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from lepton_cdk.contract import read_manifest, read_outputs
+from tests.support.emulators import MOTO_AMI_ID, aws_env, boto3_client
+from tests.support.terraform import REPO_ROOT, tool_env
+
+pytestmark = pytest.mark.integration
+
+CDKTF = REPO_ROOT / "node_modules" / ".bin" / "cdktf"
+STACK = "lepton-aws"
+
+
+def _cdktf(args, *, cwd, env, timeout_s=600) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    proc = subprocess.run([str(CDKTF), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    elapsed = round(time.monotonic() - started, 1)
+    if proc.returncode != 0:
+        pytest.fail(f"cdktf {' '.join(args)} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-6000:]}")
+    return proc, elapsed
+
+
+def test_cdktf_deploy_writes_outputs_the_pipeline_reads_and_destroy_cleans_up(pipeline_out, moto, tf_cli_config, tmp_path):
+    if not CDKTF.exists():
+        pytest.skip("node_modules/.bin/cdktf is missing: run `make setup` (npm ci)")
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not on PATH")
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO_ROOT / "cdktf.json", project / "cdktf.json")
+    for name in ("infra", "lepton_cdk", ".venv"):
+        (project / name).symlink_to(REPO_ROOT / name, target_is_directory=True)
+    (tmp_path / "home").mkdir()
+
+    env = tool_env({
+        **aws_env(moto),
+        "HOME": str(tmp_path / "home"),
+        "CI": "1",
+        "FORCE_COLOR": "0",
+        "TF_CLI_CONFIG_FILE": str(tf_cli_config),
+        "CDKTF_DISABLE_PLUGIN_CACHE_ENV": "true",
+        "LEPTON_MANIFEST": str(pipeline_out / "manifest.json"),
+        "LEPTON_TARGET": "aws",
+        "LEPTON_AWS_ENDPOINT": moto,
+        "LEPTON_RETAIN_DATA": "false",
+        "LEPTON_IMAGE_ID": MOTO_AMI_ID,
+        "LEPTON_STATE_DIR": str(tmp_path / "state"),
+    })
+    outputs_file = tmp_path / "outputs.json"
+    _, deploy_s = _cdktf(["deploy", STACK, "--auto-approve", "--skip-provider-lock", "--outputs-file", str(outputs_file)], cwd=project, env=env)
+
+    manifest = read_manifest(pipeline_out / "manifest.json")
+    outputs = read_outputs(outputs_file)[STACK]
+    bucket = outputs.get("bucket_name")
+    prefix = f"models/{manifest.model_name}/{manifest.model_version}/"
+    assert outputs.get("model_uri") == f"s3://{bucket}/{prefix}{manifest.model_artifact.path}"
+    assert outputs.get("model_sha256") == manifest.model_artifact.sha256
+    s3 = boto3_client("s3", moto)
+    head = s3.head_object(Bucket=bucket, Key=prefix + manifest.model_artifact.path)
+    assert head["Metadata"]["sha256"] == manifest.model_artifact.sha256
+    assert (tmp_path / "state" / f"terraform.{STACK}.tfstate").is_file()
+    assert (project / "cdktf.out" / "stacks" / STACK / "cdk.tf.json").is_file()
+
+    _, destroy_s = _cdktf(["destroy", STACK, "--auto-approve"], cwd=project, env=env)
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert not list(REPO_ROOT.glob("terraform.*.tfstate*")) and not (REPO_ROOT / "cdktf.out").exists()
+    print(f"\ncdktf CLI against moto, seconds: {json.dumps({'deploy': deploy_s, 'destroy': destroy_s})}")

@@ -1,0 +1,1 @@
+"""Helpers shared by the construct and integration tests (not fixtures: plain functions)."""
