@@ -1,0 +1,98 @@
+"""``lepton demo``: the whole migration loop on the bundled sample.
+
+pipeline (data -> pretrain -> fine-tune -> ONNX -> parity gate -> manifest)
+then the infra app synthesized for the target with that manifest wired in.
+Every output is swapped into place only when complete: a failed run leaves
+the output folder as it was (the model bundle) or without a new cdktf.out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lepton_cdk.contract import MANIFEST_FILENAME, read_manifest
+from lepton_cdk.progress import ProgressReporter
+from lepton_cdk.synth import find_project_root, synthesize_app
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``lepton demo`` was asked to do."""
+
+    out: Path = Path("build/demo")
+    target: str = "aws"
+    seed: int = 7
+    transfer_weight: float | None = None
+    quick: bool = False
+
+
+def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]:
+    """Run the demo; returns the summary (paths, metrics, parity, stacks)."""
+    from model_pipeline.pipeline import PipelineConfig, run_pipeline  # torch: only when asked
+
+    config = PipelineConfig.small() if options.quick else PipelineConfig()
+    overrides: dict[str, Any] = {"seed": options.seed}
+    if options.transfer_weight is not None:
+        overrides["lambda_"] = options.transfer_weight
+    config = dataclasses.replace(config, **overrides)
+    config.validate()  # bad values fail before any work or any write
+    root = find_project_root()
+    out = options.out.resolve()
+
+    with progress.stage("Model pipeline (data, pretrain, fine-tune, ONNX export, parity gate, manifest)"):
+        run_pipeline(config, out, progress=progress)
+    manifest_path = out / MANIFEST_FILENAME
+    manifest = read_manifest(manifest_path, verify=True)
+
+    with progress.stage(f"Synthesizing the {options.target} stack with the manifest wired in"):
+        stacks = synthesize_app(root, manifest=manifest_path, target=options.target, outdir=out / "cdktf.out")
+
+    return {
+        "out": str(out),
+        "manifest": str(manifest_path),
+        "model": {"name": manifest.model_name, "version": manifest.model_version,
+                  "onnx": str(manifest.artifact_file(manifest.model_artifact)),
+                  "sha256": manifest.model_artifact.sha256, "opset": manifest.signature.opset},
+        "metrics": manifest.metrics.get("target_test", {}),
+        "parity": dataclasses.asdict(manifest.parity),
+        "target": options.target,
+        "cdktf_out": str(out / "cdktf.out"),
+        "stacks": [{"name": s.name, "resources": s.resource_count, "by_type": dict(sorted(s.resources.items())),
+                    "outputs": list(s.outputs)} for s in stacks],
+    }
+
+
+def _metric_row(name: str, values: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float))
+    return f"    {name:<12} {shown}"
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The human-readable summary printed at the end of ``lepton demo``."""
+    parity = summary["parity"]
+    lines = [
+        "",
+        f"lepton demo: model {summary['model']['name']}:{summary['model']['version']} ready for {summary['target']}",
+        f"  output      {summary['out']}",
+        f"  manifest    {summary['manifest']}",
+        f"  model       {summary['model']['onnx']} (sha256 {summary['model']['sha256'][:16]}..., opset {summary['model']['opset']})",
+        "  target-domain test metrics:",
+    ]
+    lines += [_metric_row(name, values) for name, values in summary["metrics"].items() if isinstance(values, dict)]
+    lines.append(
+        f"  parity      {'passed' if parity['passed'] else 'FAILED'}: max abs diff {parity['max_abs_diff']:.2e} "
+        f"(atol {parity['atol']:.0e}, rtol {parity['rtol']:.0e}) over {parity['rows_checked']} held-out rows"
+    )
+    lines.append(f"  cdktf.out   {summary['cdktf_out']}")
+    for stack in summary["stacks"]:
+        types = ", ".join(f"{t} x{n}" if n > 1 else t for t, n in stack["by_type"].items())
+        lines.append(f"  stack {stack['name']}: {stack['resources']} resources ({types})")
+    lines += [
+        "",
+        "Next: review the plan with `npx cdktf diff`, deploy with `npx cdktf deploy --outputs-file outputs.json`",
+        f"      (LEPTON_MANIFEST={summary['manifest']} LEPTON_TARGET={summary['target']}; see README).",
+    ]
+    return "\n".join(lines)
