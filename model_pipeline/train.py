@@ -90,6 +90,57 @@ class _EarlyStopping:
         self.model.load_state_dict(self.best_state)
 
 
+def _fit(
+    model: nn.Module,
+    n_rows: int,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    batch_losses: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    patience: int,
+    seed: int,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
+    """The loop both trainers share: seeded shuffles, Adam, early stopping on the validation loss.
+
+    ``batch_losses(row_indices)`` returns named losses for one mini-batch; the
+    first one is minimized, and each becomes a per-epoch training mean in the
+    history row. The best epoch's weights are restored at the end.
+    """
+    result = TrainResult(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        shuffle = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        stopper = _EarlyStopping(model, patience)
+        model.train()
+        for epoch in range(1, epochs + 1):
+            sums: dict[str, float] = {}
+            for idx in torch.randperm(n_rows, generator=shuffle).split(batch_size):
+                losses = batch_losses(idx)
+                opt.zero_grad()
+                next(iter(losses.values())).backward()
+                opt.step()
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + value.item() * len(idx)
+            row: dict[str, Any] = {"epoch": epoch, **{k: v / n_rows for k, v in sums.items()}, "val_loss": _val_loss(model, x_val, y_val)}
+            stop = stopper.should_stop(epoch, row["val_loss"])
+            row["stopped_early"] = stop and epoch < epochs
+            result.history.append(row)
+            if on_epoch:
+                on_epoch(row)
+            if stop:
+                break
+        stopper.restore()
+    model.eval()
+    result.best_epoch = stopper.best_epoch
+    return result
+
+
 def pretrain(
     model: nn.Module,
     x_train: ArrayLike,
@@ -113,33 +164,12 @@ def pretrain(
     """
     xt, yt, xv, yv = _features(x_train), _labels(y_train), _features(x_val), _labels(y_val)
     _check_settings(epochs, batch_size, lr, patience, len(xt), len(xv))
-    result = TrainResult(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        shuffle = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-        stopper = _EarlyStopping(model, patience)
-        model.train()
-        for epoch in range(1, epochs + 1):
-            total = 0.0
-            for idx in torch.randperm(len(xt), generator=shuffle).split(batch_size):
-                loss = F.binary_cross_entropy_with_logits(model(xt[idx]), yt[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            row = {"epoch": epoch, "train_loss": total / len(xt), "val_loss": _val_loss(model, xv, yv)}
-            stop = stopper.should_stop(epoch, row["val_loss"])
-            row["stopped_early"] = stop and epoch < epochs
-            result.history.append(row)
-            if on_epoch:
-                on_epoch(row)
-            if stop:
-                break
-        stopper.restore()
-    model.eval()
-    result.best_epoch = stopper.best_epoch
-    return result
+
+    def batch_losses(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"train_loss": F.binary_cross_entropy_with_logits(model(xt[idx]), yt[idx])}
+
+    return _fit(model, len(xt), xv, yv, batch_losses, epochs=epochs, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, patience=patience, seed=seed, on_epoch=on_epoch)
 
 
 def fine_tune(
@@ -168,8 +198,8 @@ def fine_tune(
     teacher reads ``teacher_x_train`` when given (the same rows prepared with
     the teacher's own preprocessing), else ``x_train``. Early stopping
     watches the task loss on the validation rows. ``student`` and
-    ``teacher`` are not modified. History rows: ``epoch``, ``task``,
-    ``trans``, ``total`` (training means) and ``val_loss``.
+    ``teacher`` are not modified. History rows: ``epoch``, ``total``,
+    ``task``, ``trans`` (training means) and ``val_loss``.
     """
     xt, yt, xv, yv = _features(x_train), _labels(y_train), _features(x_val), _labels(y_val)
     _check_settings(epochs, batch_size, lr, patience, len(xt), len(xv))
@@ -184,34 +214,13 @@ def fine_tune(
     teacher.train(teacher_was_training)
 
     model = copy.deepcopy(student)
-    result = TrainResult(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        shuffle = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-        stopper = _EarlyStopping(model, patience)
-        model.train()
-        for epoch in range(1, epochs + 1):
-            sums = {"total": 0.0, "task": 0.0, "trans": 0.0}
-            for idx in torch.randperm(len(xt), generator=shuffle).split(batch_size):
-                total, task, trans = criterion(_logits(model, xt[idx]), teacher_logits[idx], yt[idx])
-                opt.zero_grad()
-                total.backward()
-                opt.step()
-                for k, v in (("total", total), ("task", task), ("trans", trans)):
-                    sums[k] += v.item() * len(idx)
-            row: dict[str, Any] = {"epoch": epoch, **{k: v / len(xt) for k, v in sums.items()}, "val_loss": _val_loss(model, xv, yv)}
-            stop = stopper.should_stop(epoch, row["val_loss"])
-            row["stopped_early"] = stop and epoch < epochs
-            result.history.append(row)
-            if on_epoch:
-                on_epoch(row)
-            if stop:
-                break
-        stopper.restore()
-    model.eval()
-    result.best_epoch = stopper.best_epoch
-    return result
+
+    def batch_losses(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        total, task, trans = criterion(_logits(model, xt[idx]), teacher_logits[idx], yt[idx])
+        return {"total": total, "task": task, "trans": trans}
+
+    return _fit(model, len(xt), xv, yv, batch_losses, epochs=epochs, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, patience=patience, seed=seed, on_epoch=on_epoch)
 
 
 def auc_score(y_true: np.ndarray, score: np.ndarray) -> float:
