@@ -33,17 +33,15 @@ import ipaddress
 import json
 import os
 import re
+from typing import Any
 
-from lepton_cdk.contract import Manifest, read_manifest
+from lepton_cdk.contract import Artifact, Manifest, read_manifest
+from lepton_cdk.core.artifacts import ModelArtifactsBase
 from lepton_cdk.core.errors import ConstructValidationError
-from lepton_cdk.core.framework import AssetType, Construct, TerraformAsset, TerraformResourceLifecycle, aws
+from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, aws
 from lepton_cdk.core.interfaces import Grant, IGrantable, ModelObject
 from lepton_cdk.core.model_layout import (
-    artifact_path_problems,
-    default_key_prefix,
     key_prefix_problems,
-    load_verified_manifest,
-    model_objects,
 )
 from lepton_cdk.core.validation import PropChecks
 
@@ -255,95 +253,34 @@ class ModelBucket(Construct):
         return ModelArtifacts(self, f"Artifacts-{loaded.model_name}", bucket=self, manifest=loaded, key_prefix=key_prefix)
 
 
-class ModelArtifacts(Construct):
+class ModelArtifacts(ModelArtifactsBase):
     """One model version's artifacts in a :class:`ModelBucket`, checked against its manifest.
 
-    Implements :class:`lepton_cdk.core.IModelArtifacts`.
+    One ``aws_s3_object`` per manifest artifact (child ``"Object-<name>"``), uploaded
+    from a staged asset; every artifact is re-hashed first and a mismatch
+    fails synth. Implements :class:`lepton_cdk.core.IModelArtifacts`.
+
+    :param bucket: the bucket to upload into.
+    :param manifest: a :class:`~lepton_cdk.contract.Manifest` read from disk,
+        or the path of ``manifest.json`` (or its folder).
+    :param key_prefix: where the objects go, ending in ``/``. Default:
+        ``models/<model name>/<model version>/``; ``model_uri`` is then
+        ``s3://<bucket>/models/<name>/<version>/model.onnx``.
     """
 
-    def __init__(
-        self,
-        scope: Construct,
-        id: str,
-        *,
-        bucket: ModelBucket,
-        manifest: Manifest | str | os.PathLike[str],
-        key_prefix: str | None = None,
-    ) -> None:
-        """Declare one ``aws_s3_object`` per manifest artifact.
-
-        :param bucket: the bucket to upload into.
-        :param manifest: a :class:`~lepton_cdk.contract.Manifest` read from
-            disk, or the path of ``manifest.json`` (or its folder). Every
-            artifact is re-hashed first; a mismatch fails synth.
-        :param key_prefix: where the objects go, ending in ``/``. Default:
-            ``models/<model name>/<model version>/``.
-        """
-        super().__init__(scope, id)
-        verified = load_verified_manifest(manifest)
-        prefix = default_key_prefix(verified) if key_prefix is None else key_prefix
-        checks = PropChecks(self.node.path)
-        checks.add(*key_prefix_problems("key_prefix", prefix), *artifact_path_problems(verified))
-        checks.raise_if_any()
-
-        self.manifest = verified
-        self._bucket = bucket
-        self._key_prefix = prefix
-        self._objects = model_objects(verified, prefix, bucket.url_for_object)
-        self.object_resources = {}
-        for art, obj in zip(verified.artifacts, self._objects, strict=True):
-            asset = TerraformAsset(self, f"Asset-{art.name}", path=str(verified.artifact_file(art)), type=AssetType.FILE)
-            self.object_resources[art.name] = aws.s3_object.S3Object(
-                self, f"Object-{art.name}",
-                bucket=bucket.resource.id,
-                key=obj.key,
-                source=asset.path,
-                # Terraform cannot use the ETag of an SSE-KMS object to spot a changed file; the manifest's sha256 can.
-                source_hash=art.sha256,
-                checksum_algorithm="SHA256",
-                content_type=art.media_type,
-                metadata={"sha256": art.sha256, "crc32c": art.crc32c},
-                server_side_encryption="aws:kms",
-                kms_key_id=bucket.key_arn,
-                bucket_key_enabled=True,
-                depends_on=bucket.object_dependencies,
-            )
-
-    @property
-    def bucket(self) -> ModelBucket:
-        """The bucket holding the artifacts."""
-        return self._bucket
-
-    @property
-    def key_prefix(self) -> str:
-        """The key prefix every artifact shares, ending in ``/``."""
-        return self._key_prefix
-
-    @property
-    def objects(self) -> tuple[ModelObject, ...]:
-        """Every artifact as stored, in manifest order."""
-        return self._objects
-
-    @property
-    def model_object(self) -> ModelObject:
-        """The primary artifact (the ONNX file a server loads)."""
-        return next(o for o in self._objects if o.name == self.manifest.primary_artifact)
-
-    @property
-    def model_uri(self) -> str:
-        """``s3://<bucket>/<prefix><model file>``."""
-        return self.model_object.uri
-
-    @property
-    def model_sha256(self) -> str:
-        """The primary artifact's sha256 from the manifest."""
-        return self.model_object.sha256
-
-    @property
-    def prefix_uri(self) -> str:
-        """``s3://<bucket>/<prefix>``: the folder holding every artifact of this version."""
-        return self._bucket.url_for_object(self._key_prefix)
-
-    def grant_read(self, grantee: IGrantable) -> Grant:
-        """Let ``grantee`` read this version's objects (and nothing else in the bucket)."""
-        return self._bucket.grant_read(grantee, key_prefix=self._key_prefix)
+    def _declare_object(self, id: str, artifact: Artifact, obj: ModelObject, source: str) -> Any:
+        return aws.s3_object.S3Object(
+            self, id,
+            bucket=self.bucket.resource.id,
+            key=obj.key,
+            source=source,
+            # Terraform cannot use the ETag of an SSE-KMS object to spot a changed file; the manifest's sha256 can.
+            source_hash=artifact.sha256,
+            checksum_algorithm="SHA256",
+            content_type=artifact.media_type,
+            metadata={"sha256": artifact.sha256, "crc32c": artifact.crc32c},
+            server_side_encryption="aws:kms",
+            kms_key_id=self.bucket.key_arn,
+            bucket_key_enabled=True,
+            depends_on=self.bucket.object_dependencies,
+        )
