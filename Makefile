@@ -37,6 +37,10 @@ test-unit: $(STAMP)
 test-integration: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
+# Benchmarks print and write JSON results (machine, command, baseline in the same run) to bench-results/.
+bench: $(STAMP)
+	$(PY) -m tests.bench.bench_synth $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 

@@ -8,9 +8,8 @@ after importing both provider packages in full, and compares every file.
 
 from __future__ import annotations
 
-import json
+import subprocess
 import sys
-import time
 
 import pytest
 
@@ -26,21 +25,18 @@ FULL_IMPORT_THEN_APP = (
 )
 
 
-def _synth(argv, outdir, lepton_env) -> float:
-    import subprocess
-
-    started = time.monotonic()
+def _synth(argv, outdir, lepton_env) -> None:
     proc = subprocess.run(argv, cwd=REPO_ROOT, env=tool_env({**lepton_env, "CDKTF_OUTDIR": str(outdir)}),
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return round(time.monotonic() - started, 1)
 
 
-def test_lazy_provider_loading_is_byte_identical_and_faster(tmp_path):
+def test_lazy_provider_loading_synthesizes_byte_identical_output(tmp_path):
+    # How much faster it is lives in `make bench` (tests/bench/bench_synth.py), not in a timed test.
     lepton_env = {"LEPTON_MANIFEST": str(write_fake_manifest(tmp_path / "model")), "LEPTON_TARGET": "all",
                   "LEPTON_GCP_PROJECT": "lepton-demo", "LEPTON_STATE_DIR": str(tmp_path / "state")}
-    lazy_s = _synth([sys.executable, "-m", "infra"], tmp_path / "lazy", lepton_env)
-    full_s = _synth([sys.executable, "-c", FULL_IMPORT_THEN_APP], tmp_path / "full", lepton_env)
+    _synth([sys.executable, "-m", "infra"], tmp_path / "lazy", lepton_env)
+    _synth([sys.executable, "-c", FULL_IMPORT_THEN_APP], tmp_path / "full", lepton_env)
 
     lazy_files = sorted(p.relative_to(tmp_path / "lazy") for p in (tmp_path / "lazy").rglob("*") if p.is_file())
     full_files = sorted(p.relative_to(tmp_path / "full") for p in (tmp_path / "full").rglob("*") if p.is_file())
@@ -48,5 +44,3 @@ def test_lazy_provider_loading_is_byte_identical_and_faster(tmp_path):
     assert any(p.name == "cdk.tf.json" for p in lazy_files)
     for rel in lazy_files:
         assert (tmp_path / "lazy" / rel).read_bytes() == (tmp_path / "full" / rel).read_bytes(), f"{rel} differs"
-    print(f"\nsynth aws+gcp, seconds: {json.dumps({'submodules_in_use': lazy_s, 'full_provider_import': full_s})}")
-    assert lazy_s < full_s

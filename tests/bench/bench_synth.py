@@ -1,0 +1,83 @@
+"""Benchmark: synthesizing the infra app with provider submodules loaded on demand,
+against the baseline of importing the prebuilt provider packages in full.
+
+Both variants synthesize the same app (AWS + GCP stacks for a small manifest)
+in fresh processes, alternating, ``--repeat`` times each. Results (machine,
+commands, every sample, medians, speed-up) go to ``bench-results/synth.json``.
+
+Run with ``make bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.support.manifests import write_fake_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+FULL_IMPORT = "import cdktf_cdktf_provider_aws, cdktf_cdktf_provider_google; from infra.main import main; raise SystemExit(main())"
+VARIANTS = {
+    "submodules_in_use": [sys.executable, "-m", "infra"],
+    "full_provider_import (baseline)": [sys.executable, "-c", FULL_IMPORT],
+}
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "memory_gib": round(mem_gib, 1),
+            "python": platform.python_version(), "processor": platform.processor() or platform.machine()}
+
+
+def run_once(argv: list[str], env: dict[str, str], outdir: Path) -> float:
+    """Wall seconds of one synth in a fresh process."""
+    started = time.perf_counter()
+    subprocess.run(argv, cwd=REPO, env={**env, "CDKTF_OUTDIR": str(outdir)}, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "synth.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20", "CHECKPOINT_DISABLE": "1",
+               "LEPTON_MANIFEST": str(write_fake_manifest(Path(tmp) / "model")), "LEPTON_TARGET": "all",
+               "LEPTON_GCP_PROJECT": "lepton-bench", "LEPTON_STATE_DIR": str(Path(tmp) / "state")}
+        samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        for i in range(args.repeat):
+            for name, argv in VARIANTS.items():
+                seconds = run_once(argv, env, Path(tmp) / f"out-{i}")
+                samples[name].append(round(seconds, 2))
+                print(f"{name}: {seconds:.1f}s", file=sys.stderr)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    lazy, full = medians["submodules_in_use"], medians["full_provider_import (baseline)"]
+    result = {
+        "benchmark": "synth: python -m infra, LEPTON_TARGET=all (AWS + GCP stacks)",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": "make bench",
+        "commands": {name: " ".join(argv) for name, argv in VARIANTS.items()},
+        "samples_s": samples,
+        "median_s": medians,
+        "speedup_vs_baseline": round(full / lazy, 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
