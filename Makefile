@@ -1,5 +1,5 @@
 # The README's commands. Everything installs inside the repo: .venv/ for Python,
-# node_modules/ for the cdktf CLI, .tf/ for Terraform's CLI config.
+# node_modules/ for the cdktf CLI.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv

@@ -45,13 +45,20 @@ def moto(moto_server: str) -> str:
     return moto_server
 
 
+def _missing(reason: str) -> None:
+    """Skip on a developer's machine; fail under CI, where a silently skipped apply would hide a broken setup."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run the real terraform apply")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def tf_cli_config(tmp_path_factory) -> Path:
     """A Terraform CLI config file that installs providers only from the filesystem mirror."""
     if shutil.which("terraform") is None:
-        pytest.skip("terraform is not on PATH (the integration tests need Terraform >= 1.5)")
+        _missing("terraform is not on PATH (the integration tests need Terraform >= 1.5)")
     if not AWS_PROVIDER_IN_MIRROR.is_dir():
-        pytest.skip(f"the AWS provider 5.100.0 is not in the filesystem mirror {PLUGIN_MIRROR} (set LEPTON_TF_PLUGIN_MIRROR)")
+        _missing(f"the AWS provider 5.100.0 is not in the filesystem mirror {PLUGIN_MIRROR} (set LEPTON_TF_PLUGIN_MIRROR)")
     path = tmp_path_factory.mktemp("terraform") / "terraform.rc"
     path.write_text(terraform_cli_config(PLUGIN_MIRROR))
     return path
