@@ -60,6 +60,12 @@ def demo(
     transfer_weight: Annotated[
         float | None, typer.Option("--lambda", help="Weight of the consistency loss L_trans. Default: the pipeline's.")
     ] = None,
+    source_data: Annotated[
+        Path | None, typer.Option("--source-data", help="Source-domain table (CSV or Parquet) instead of the generated sample; needs --target-data.")
+    ] = None,
+    target_data: Annotated[
+        Path | None, typer.Option("--target-data", help="Target-domain table (CSV or Parquet), same columns as --source-data.")
+    ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A small sample and few epochs: a smoke run in seconds.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
@@ -73,7 +79,10 @@ def demo(
     from lepton_cdk.demo import DemoOptions, run_demo, summary_text
     from lepton_cdk.progress import ProgressReporter
 
-    options = DemoOptions(out=out, target=target.value, seed=seed, transfer_weight=transfer_weight, quick=quick)
+    if (source_data is None) != (target_data is None):
+        raise typer.BadParameter("give both --source-data and --target-data, or neither to use the generated sample")
+    options = DemoOptions(out=out, target=target.value, seed=seed, transfer_weight=transfer_weight, quick=quick,
+                          source_data=source_data, target_data=target_data)
     summary = run_demo(options, ProgressReporter())
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

@@ -27,6 +27,8 @@ class DemoOptions:
     seed: int = 7
     transfer_weight: float | None = None
     quick: bool = False
+    source_data: Path | None = None  # both or neither; neither: the generated sample
+    target_data: Path | None = None
 
 
 def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]:
@@ -37,6 +39,8 @@ def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]
     overrides: dict[str, Any] = {"seed": options.seed}
     if options.transfer_weight is not None:
         overrides["lambda_"] = options.transfer_weight
+    if options.source_data is not None:
+        overrides["source_csv"], overrides["target_csv"] = options.source_data, options.target_data
     config = dataclasses.replace(config, **overrides)
     config.validate()  # bad values fail before any work or any write
     root = find_project_root()

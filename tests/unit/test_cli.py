@@ -132,3 +132,30 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "lepton"
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "demo" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "data file not found"),
+        ("", "is empty"),
+        ('age,annual_income\n1,2\n"unterminated\n', "cannot parse"),
+        ("age,annual_income\n30,50000\n", "no label column 'default'"),
+    ],
+)
+def test_bad_data_files_get_one_line_and_write_nothing(tmp_path, content, message):
+    data = tmp_path / "source.csv"
+    if content is not None:
+        data.write_text(content)
+    out = tmp_path / "out"
+    proc = lepton("demo", "--quick", "--out", str(out), "--source-data", str(data), "--target-data", str(data))
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last and str(data) in last
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [data] * (content is not None)
+
+
+def test_source_data_without_target_data_is_a_usage_error(tmp_path):
+    proc = lepton("demo", "--source-data", str(tmp_path / "a.csv"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "--target-data" in proc.stderr
