@@ -73,6 +73,20 @@ def expected_signature_problems(sig: Signature, n_features: int) -> list[str]:
     return problems
 
 
+def _strip_debug_metadata(path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (``pkg.torch.onnx.stack_trace`` and friends).
+
+    It records the source file paths of the machine that exported, so the same
+    data and seed gave a different file (and model version) in every checkout,
+    and a shipped model told the world where its builder kept their code.
+    Serving never reads it.
+    """
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save(model, str(path))
+
+
 def export_onnx(serving_model: nn.Module, path: str | Path, n_features: int, opset: int = DEFAULT_OPSET,
                 feature_names: Sequence[str] = ()) -> Signature:
     """Export ``serving_model`` (raw features -> ``(logit, probability)``) to one ONNX file.
@@ -111,6 +125,7 @@ def export_onnx(serving_model: nn.Module, path: str | Path, n_features: int, ops
                 dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
                 verbose=False,
             )
+        _strip_debug_metadata(tmp)
         signature = read_signature(tmp, feature_names)
         problems = expected_signature_problems(signature, n_features)
         if problems:

@@ -6,9 +6,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from model_pipeline.datasets import FEATURES
-from model_pipeline.export import expected_signature_problems, read_signature
+from model_pipeline.export import expected_signature_problems, export_onnx, read_signature
 
 
 def test_exported_model_is_one_self_contained_file(small_run):
@@ -47,3 +48,19 @@ def test_signature_check_names_each_mismatch(small_run):
     assert expected_signature_problems(sig, len(FEATURES)) == []
     problems = expected_signature_problems(sig, len(FEATURES) + 1)
     assert len(problems) == 1 and problems[0].startswith("inputs are")
+
+
+def test_exported_file_carries_no_build_machine_paths(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 1))
+
+    class TwoOutputs(torch.nn.Module):
+        def forward(self, x):
+            logit = net(x)
+            return logit, torch.sigmoid(logit)
+
+    path = tmp_path / "model.onnx"
+    export_onnx(TwoOutputs(), path, n_features=3)
+    model = onnx.load(str(path))
+    assert not [p for n in model.graph.node for p in n.metadata_props]
+    assert str(tmp_path).encode() not in path.read_bytes()
+    assert __file__.encode() not in path.read_bytes()
