@@ -24,11 +24,20 @@ app = typer.Typer(
 )
 manifest_app = typer.Typer(help="Inspect and verify model manifests.", no_args_is_help=True)
 app.add_typer(manifest_app, name="manifest")
+target_app = typer.Typer(help="Choose where to run: GPU instance types and regions, priced.", no_args_is_help=True)
+app.add_typer(target_app, name="target")
 
 _state = {"debug": False}
 
 # Error types whose message is written for the user: one line naming the problem and the fix.
 _USER_ERROR_MODULES = ("lepton_cdk", "model_pipeline", "infra")
+
+
+class OutputFormat(StrEnum):
+    """How review and recommend print their result."""
+
+    markdown = "markdown"
+    json = "json"
 
 
 class Target(StrEnum):
@@ -111,6 +120,65 @@ def manifest_verify(
     else:
         typer.echo(f"ok: {result['model']} (schema {manifest.schema_version}), "
                    f"{len(manifest.artifacts)} artifacts match their sha256/crc32c")
+
+
+@app.command()
+def review(
+    cdktf_out: Annotated[Path, typer.Argument(help="The synthesized app (holds stacks/*/cdk.tf.json).")] = Path("cdktf.out"),
+    base: Annotated[Path | None, typer.Option("--base", help="The base branch's cdktf.out, to list added/changed/removed resources.")] = None,
+    data_plan: Annotated[Path | None, typer.Option("--data-plan", help="A data plan (`lepton data plan --json`) to price the transfer and storage.")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="The model manifest; its artifact sizes price the model storage.")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="markdown (one PR comment) or json.")] = OutputFormat.markdown,
+    prices: Annotated[Path | None, typer.Option("--prices", help="A price catalog CSV to use instead of the shipped, dated one.")] = None,
+    checkov: Annotated[bool, typer.Option("--checkov/--no-checkov", help="Scan each stack with checkov when it is installed.")] = True,
+    infracost_usage: Annotated[Path | None, typer.Option("--infracost-usage", help="Also write an infracost-usage.yml with the data plan's egress.")] = None,
+) -> None:
+    """Summarize a synthesized app for a pull request: resources, policy findings and costs."""
+    from lepton_cdk.review import build_review, infracost_usage_yaml, load_catalog, render_markdown, review_to_dict
+    from lepton_cdk.review.errors import ReviewError
+
+    if infracost_usage is not None and data_plan is None:
+        raise typer.BadParameter("--infracost-usage needs --data-plan (the egress it carries comes from the plan)")
+    result = build_review(cdktf_out, base=base, data_plan=data_plan, manifest=manifest, catalog=load_catalog(prices), checkov=checkov)
+    if infracost_usage is not None:
+        if result.data_plan is None:
+            raise ReviewError("no data plan was read")
+        infracost_usage.write_text(infracost_usage_yaml(result.data_plan), encoding="utf-8")
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps(review_to_dict(result), indent=2))
+    else:
+        typer.echo(render_markdown(result))
+
+
+@target_app.command("recommend")
+def target_recommend(
+    gpu_memory_gib: Annotated[float, typer.Option("--gpu-memory-gib", help="GPU memory the model needs, in GiB.")],
+    clouds: Annotated[str | None, typer.Option("--clouds", help="Comma-separated clouds to consider (aws,gcp). Default: all in the catalog.")] = None,
+    regions: Annotated[str | None, typer.Option("--regions", help="Comma-separated regions to consider. Default: all in the catalog.")] = None,
+    data_location: Annotated[str | None, typer.Option("--data-location", help="Where the data lives now, CLOUD:REGION (e.g. aws:us-east-1).")] = None,
+    data_gib: Annotated[float, typer.Option("--data-gib", help="How much data must move there, in GB (2^30 bytes).")] = 0.0,
+    spot: Annotated[bool, typer.Option("--spot", help="Rank by spot prices (estimates) instead of on-demand.")] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="markdown or json.")] = OutputFormat.markdown,
+    prices: Annotated[Path | None, typer.Option("--prices", help="A price catalog CSV to use instead of the shipped one.")] = None,
+) -> None:
+    """The cheapest GPU instance type and region meeting a memory need, with the data's egress included."""
+    from lepton_cdk.review import candidate_to_dict, load_catalog, recommend, render_recommendation
+
+    location = None
+    if data_location is not None:
+        cloud, sep, region = data_location.partition(":")
+        if not sep or not cloud or not region:
+            raise typer.BadParameter(f"--data-location {data_location!r}: use CLOUD:REGION, e.g. aws:us-east-1")
+        location = (cloud, region)
+    elif data_gib:
+        raise typer.BadParameter("--data-gib needs --data-location (where the data lives now)")
+    split = lambda text: [p.strip() for p in text.split(",") if p.strip()] if text else None  # noqa: E731
+    candidates = recommend(load_catalog(prices), gpu_memory_gib=gpu_memory_gib, clouds=split(clouds), regions=split(regions),
+                           data_location=location, data_gib=data_gib, pricing="spot" if spot else "on-demand")
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps([candidate_to_dict(c) for c in candidates], indent=2))
+    else:
+        typer.echo(render_recommendation(candidates, gpu_memory_gib=gpu_memory_gib))
 
 
 def _is_user_error(exc: BaseException) -> bool:

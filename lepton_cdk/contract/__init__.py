@@ -3,6 +3,7 @@ deploy outputs. Standard library only, so that infra/ never imports torch and
 model_pipeline never imports cdktf."""
 
 from .checksums import Digest, StreamingDigest, digest_bytes, digest_file
+from .data_plan import DATA_PLAN_SCHEMA_VERSION, DataLocation, DataPlan, data_plan_from_dict, read_data_plan
 from .errors import ChecksumMismatchError, ContractError, SchemaVersionError
 from .manifest import (
     MANIFEST_FILENAME,
@@ -24,6 +25,7 @@ from .manifest import (
 from .outputs import StackOutputs, read_outputs
 
 __all__ = [
+    "DATA_PLAN_SCHEMA_VERSION", "DataLocation", "DataPlan", "data_plan_from_dict", "read_data_plan",
     "MANIFEST_FILENAME", "SCHEMA_VERSION", "Artifact", "ChecksumMismatchError", "ContractError", "Digest",
     "Lineage", "Manifest", "ParityReport", "SchemaVersionError", "ServingNeeds", "Signature", "StackOutputs",
     "StreamingDigest", "TensorSpec", "digest_bytes", "digest_file", "manifest_schema", "read_manifest",
