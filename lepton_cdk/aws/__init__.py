@@ -1,14 +1,14 @@
-"""AWS constructs: an encrypted model bucket and a private GPU node group.
+"""AWS constructs: an encrypted model bucket (and its access-log bucket) and a private GPU node group.
 
 Never imports ``lepton_cdk.gcp``; shared pieces come from ``lepton_cdk.core``.
 """
 
-from .bucket import ModelArtifacts, ModelBucket
+from .bucket import AccessLogBucket, ImportedModelBucket, ModelArtifacts, ModelBucket
 from .gpu_nodes import DEEP_LEARNING_AMI_PARAMETER, DEFAULT_INSTANCE_TYPE, GpuNodeGroup
 from .iam import PolicyStatement, ServiceRole
 from .network import PrivateNetwork
 
 __all__ = [
-    "DEEP_LEARNING_AMI_PARAMETER", "DEFAULT_INSTANCE_TYPE", "GpuNodeGroup", "ModelArtifacts", "ModelBucket",
+    "DEEP_LEARNING_AMI_PARAMETER", "DEFAULT_INSTANCE_TYPE", "AccessLogBucket", "GpuNodeGroup", "ImportedModelBucket", "ModelArtifacts", "ModelBucket",
     "PolicyStatement", "PrivateNetwork", "ServiceRole",
 ]

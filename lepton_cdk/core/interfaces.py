@@ -64,6 +64,10 @@ class IBucket(Protocol):
         """Let ``grantee`` read objects under ``key_prefix`` (and decrypt them)."""
         ...
 
+    def grant_write(self, grantee: IGrantable, *, key_prefix: str = "") -> Grant:
+        """Let ``grantee`` write objects under ``key_prefix`` (and encrypt them)."""
+        ...
+
 
 @runtime_checkable
 class IModelArtifacts(Protocol):

@@ -1,14 +1,14 @@
-"""GCP constructs: a CMEK model bucket and a private GPU node group.
+"""GCP constructs: a CMEK model bucket (and its usage-log bucket) and a private GPU node group.
 
 Never imports ``lepton_cdk.aws``; shared pieces come from ``lepton_cdk.core``.
 """
 
-from .bucket import ModelArtifacts, ModelBucket
+from .bucket import AccessLogBucket, ImportedModelBucket, ModelArtifacts, ModelBucket
 from .gpu_nodes import DEFAULT_MACHINE_TYPE, DEFAULT_SOURCE_IMAGE, GpuNodeGroup, default_accelerator
 from .iam import ServiceAccount
 from .network import PrivateNetwork
 
 __all__ = [
-    "DEFAULT_MACHINE_TYPE", "DEFAULT_SOURCE_IMAGE", "GpuNodeGroup", "ModelArtifacts", "ModelBucket", "PrivateNetwork",
-    "ServiceAccount", "default_accelerator",
+    "DEFAULT_MACHINE_TYPE", "DEFAULT_SOURCE_IMAGE", "AccessLogBucket", "GpuNodeGroup", "ImportedModelBucket", "ModelArtifacts", "ModelBucket",
+    "PrivateNetwork", "ServiceAccount", "default_accelerator",
 ]

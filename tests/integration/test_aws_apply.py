@@ -1,5 +1,6 @@
 """The AWS stack for real against moto: init, validate, apply, re-plan (no drift), outputs, the
-uploaded model checked against the manifest, the nodes' permissions and boot script, destroy.
+uploaded model checked against the manifest, the bucket's guard rails, lifecycle rules and access-log
+bucket, the nodes' permissions and boot script, destroy.
 
 The stack is synthesized by ``python -m infra`` (what cdktf runs) from a real
 pipeline run's manifest, with LEPTON_RETAIN_DATA=false so it can be destroyed.
@@ -123,6 +124,18 @@ def test_aws_stack_applies_replans_clean_serves_the_verified_model_and_destroys(
     assert rule["BucketKeyEnabled"] is True
     kms = boto3_client("kms", moto)
     assert kms.get_key_rotation_status(KeyId=outputs.get("kms_key_arn"))["KeyRotationEnabled"] is True
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["abort-incomplete-multipart-uploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 90
+    access_logging = s3.get_bucket_logging(Bucket=bucket)["LoggingEnabled"]
+    assert access_logging["TargetPrefix"] == f"{bucket}/"
+    log_bucket = access_logging["TargetBucket"]
+    assert log_bucket.startswith("lepton-access-logs-")
+    (log_rule,) = s3.get_bucket_encryption(Bucket=log_bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert log_rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}, "log delivery cannot use SSE-KMS"
+    assert s3.get_bucket_versioning(Bucket=log_bucket)["Status"] == "Enabled"
+    log_rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=log_bucket)["Rules"]}
+    assert log_rules["expire-objects"]["Expiration"] == {"Days": 365}
 
     # -- the node role can read this model version's prefix and nothing else -----------------------------------------
     iam = boto3_client("iam", moto)
@@ -174,7 +187,8 @@ def test_aws_stack_applies_replans_clean_serves_the_verified_model_and_destroys(
 
     # -- destroy: the emulator is left empty -------------------------------------------------------------------------
     tf("destroy", "-auto-approve", "-input=false", "-no-color")
-    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    remaining = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert bucket not in remaining and log_bucket not in remaining
     assert autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"] == []
 
     timings.update(tf.timings)

@@ -41,3 +41,12 @@ def logical_ids(doc: dict, section: str = "resource") -> set[str]:
 def ref(rtype: str, logical_id: str, attribute: str) -> str:
     """The Terraform reference string cdktf writes for an attribute."""
     return f"${{{rtype}.{logical_id}.{attribute}}}"
+
+
+def at(doc: dict, rtype: str, path: str, section: str = "resource") -> dict:
+    """The resource of type ``rtype`` declared at construct ``path`` (``"ModelBucket/Encryption"``; a
+    ``"Resource"`` child is named by its parent's path); fails when there is none."""
+    stem = path.removesuffix("/Resource").replace("/", "_")
+    found = {name: r for name, r in doc.get(section, {}).get(rtype, {}).items() if name.rsplit("_", 1)[0] == stem}
+    assert len(found) == 1, f"expected one {rtype} at {path}, found {sorted(doc.get(section, {}).get(rtype, {}))}"
+    return next(iter(found.values()))

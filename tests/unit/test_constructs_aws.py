@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from lepton_cdk.aws import DEEP_LEARNING_AMI_PARAMETER, GpuNodeGroup, ModelArtifacts, ModelBucket, ServiceRole
+from lepton_cdk.aws import DEEP_LEARNING_AMI_PARAMETER, AccessLogBucket, GpuNodeGroup, ModelArtifacts, ModelBucket, ServiceRole
 from lepton_cdk.contract import ChecksumMismatchError, ContractError, read_manifest
 from lepton_cdk.core import ConstructValidationError, IBucket, IGpuNodeGroup, IModelArtifacts
 from lepton_cdk.core.framework import TerraformVariable, aws
 from tests.support.manifests import write_fake_manifest
-from tests.support.synth import logical_ids, only, ref, resources, synth_json
+from tests.support.synth import at, logical_ids, only, ref, resources, synth_json
 
 BUCKET = "ModelBucket_B33D855B"
 KEY = "ModelBucket_Key_C4835771"
+LOG_BUCKET = "ModelBucket_AccessLogs_94B93479"
 
 
 def aws_provider(stack):
@@ -53,27 +54,27 @@ def test_bucket_encrypts_with_a_rotating_customer_key_and_bucket_keys(defaults):
     assert key["enable_key_rotation"] is True
     assert key["deletion_window_in_days"] == 30
     assert only(doc, "aws_kms_alias")["name_prefix"] == "alias/lepton-models-"
-    rule = only(doc, "aws_s3_bucket_server_side_encryption_configuration")["rule"][0]
+    rule = at(doc, "aws_s3_bucket_server_side_encryption_configuration", "ModelBucket/Encryption")["rule"][0]
     assert rule["apply_server_side_encryption_by_default"] == {"sse_algorithm": "aws:kms", "kms_master_key_id": ref("aws_kms_key", KEY, "arn")}
     assert rule["bucket_key_enabled"] is True
 
 
 def test_bucket_blocks_all_public_access_and_disables_acls(defaults):
     doc, _ = defaults
-    block = only(doc, "aws_s3_bucket_public_access_block")
+    block = at(doc, "aws_s3_bucket_public_access_block", "ModelBucket/PublicAccessBlock")
     assert {k: block[k] for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")} == dict.fromkeys(
         ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"), True)
-    assert only(doc, "aws_s3_bucket_ownership_controls")["rule"] == {"object_ownership": "BucketOwnerEnforced"}
+    assert at(doc, "aws_s3_bucket_ownership_controls", "ModelBucket/OwnershipControls")["rule"] == {"object_ownership": "BucketOwnerEnforced"}
 
 
 def test_bucket_is_versioned(defaults):
     doc, _ = defaults
-    assert only(doc, "aws_s3_bucket_versioning")["versioning_configuration"] == {"status": "Enabled"}
+    assert at(doc, "aws_s3_bucket_versioning", "ModelBucket/Versioning")["versioning_configuration"] == {"status": "Enabled"}
 
 
 def test_bucket_policy_denies_every_request_without_tls(defaults):
     doc, _ = defaults
-    policy = only(doc, "aws_s3_bucket_policy")
+    policy = at(doc, "aws_s3_bucket_policy", "ModelBucket/Policy")
     statement = json.loads(policy["policy"])["Statement"][0]
     assert statement["Effect"] == "Deny" and statement["Principal"] == "*" and statement["Action"] == "s3:*"
     arn = ref("aws_s3_bucket", BUCKET, "arn")
@@ -84,7 +85,7 @@ def test_bucket_policy_denies_every_request_without_tls(defaults):
 
 def test_bucket_and_key_are_retained_on_destroy_by_default(defaults):
     doc, _ = defaults
-    bucket = only(doc, "aws_s3_bucket")
+    bucket = at(doc, "aws_s3_bucket", "ModelBucket/Resource")
     assert bucket["lifecycle"] == {"prevent_destroy": True}
     assert bucket["force_destroy"] is False
     assert bucket["bucket_prefix"] == "lepton-models-" and "bucket" not in bucket
@@ -94,13 +95,15 @@ def test_bucket_and_key_are_retained_on_destroy_by_default(defaults):
 def test_bucket_overrides(manifest_path):
     doc, bucket = synth(lambda s: ModelBucket(s, "ModelBucket", bucket_name="acme-models", versioned=False, retain_on_destroy=False,
                                               key_deletion_window_days=7, enforce_tls=False))
-    b = only(doc, "aws_s3_bucket")
+    b = at(doc, "aws_s3_bucket", "ModelBucket/Resource")
     assert b["bucket"] == "acme-models" and "bucket_prefix" not in b
     assert b["force_destroy"] is True and "lifecycle" not in b
     assert "lifecycle" not in only(doc, "aws_kms_key")
     assert only(doc, "aws_kms_key")["deletion_window_in_days"] == 7
-    assert only(doc, "aws_s3_bucket_versioning")["versioning_configuration"] == {"status": "Suspended"}
-    assert resources(doc, "aws_s3_bucket_policy") == {}
+    assert at(doc, "aws_s3_bucket_versioning", "ModelBucket/Versioning")["versioning_configuration"] == {"status": "Suspended"}
+    assert [name for name in resources(doc, "aws_s3_bucket_policy") if not name.startswith("ModelBucket_AccessLogs_")] == []
+    log_statements = json.loads(at(doc, "aws_s3_bucket_policy", "ModelBucket/AccessLogs/Policy")["policy"])["Statement"]
+    assert [st["Sid"] for st in log_statements] == ["AllowS3ServerAccessLogs"]
     assert bucket.policy is None and bucket.policy not in bucket.object_dependencies
 
 
@@ -126,7 +129,7 @@ def test_bucket_name_from_a_token_is_not_validated():
         return ModelBucket(stack, "ModelBucket", bucket_name=name.string_value)
 
     doc, _ = synth(build)
-    assert only(doc, "aws_s3_bucket")["bucket"] == "${var.name}"
+    assert at(doc, "aws_s3_bucket", "ModelBucket/Resource")["bucket"] == "${var.name}"
 
 
 def test_bucket_satisfies_the_cloud_neutral_protocols(defaults):
@@ -134,6 +137,177 @@ def test_bucket_satisfies_the_cloud_neutral_protocols(defaults):
     assert isinstance(bucket, IBucket)
     assert isinstance(artifacts, IModelArtifacts)
     assert isinstance(nodes, IGpuNodeGroup)
+
+
+def rules_by_id(lifecycle: dict) -> dict[str, dict]:
+    return {rule["id"]: rule for rule in lifecycle["rule"]}
+
+
+def test_bucket_lifecycle_aborts_stale_uploads_and_expires_old_versions_by_default(defaults):
+    doc, _ = defaults
+    lifecycle = at(doc, "aws_s3_bucket_lifecycle_configuration", "ModelBucket/Lifecycle")
+    assert lifecycle["bucket"] == ref("aws_s3_bucket", BUCKET, "id")
+    assert lifecycle["depends_on"] == ["aws_s3_bucket_versioning.ModelBucket_Versioning_93F06AC2"]
+    rules = rules_by_id(lifecycle)
+    assert set(rules) == {"abort-incomplete-multipart-uploads", "expire-noncurrent-versions"}
+    assert all(r["status"] == "Enabled" and r["filter"] == [{"prefix": ""}] for r in rules.values())
+    assert rules["abort-incomplete-multipart-uploads"]["abort_incomplete_multipart_upload"] == [{"days_after_initiation": 7}]
+    assert rules["expire-noncurrent-versions"]["noncurrent_version_expiration"] == [{"noncurrent_days": 90}]
+    assert "expiration" not in rules["expire-noncurrent-versions"], "current model versions must never expire"
+
+
+def test_bucket_logs_access_to_a_private_sse_s3_log_bucket_by_default(defaults):
+    doc, (bucket, _, _) = defaults
+    logging = only(doc, "aws_s3_bucket_logging")
+    assert logging["bucket"] == ref("aws_s3_bucket", BUCKET, "id")
+    assert logging["target_bucket"] == ref("aws_s3_bucket", LOG_BUCKET, "bucket")
+    assert logging["target_prefix"] == ref("aws_s3_bucket", BUCKET, "bucket") + "/"
+    assert "aws_s3_bucket_policy.ModelBucket_AccessLogs_Policy_B48C30E2" in logging["depends_on"]
+    assert isinstance(bucket.access_log_bucket, AccessLogBucket) and isinstance(bucket.access_log_bucket, IBucket)
+
+    logs = at(doc, "aws_s3_bucket", "ModelBucket/AccessLogs/Resource")
+    assert logs["bucket_prefix"] == "lepton-access-logs-"
+    assert logs["lifecycle"] == {"prevent_destroy": True} and logs["force_destroy"] is False
+    (rule,) = at(doc, "aws_s3_bucket_server_side_encryption_configuration", "ModelBucket/AccessLogs/Encryption")["rule"]
+    assert rule["apply_server_side_encryption_by_default"] == {"sse_algorithm": "AES256"}
+    assert at(doc, "aws_s3_bucket_versioning", "ModelBucket/AccessLogs/Versioning")["versioning_configuration"] == {"status": "Enabled"}
+    block = at(doc, "aws_s3_bucket_public_access_block", "ModelBucket/AccessLogs/PublicAccessBlock")
+    assert all(block[k] is True for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"))
+    assert at(doc, "aws_s3_bucket_ownership_controls", "ModelBucket/AccessLogs/OwnershipControls")["rule"] == {
+        "object_ownership": "BucketOwnerEnforced"}
+
+    allow, deny = json.loads(at(doc, "aws_s3_bucket_policy", "ModelBucket/AccessLogs/Policy")["policy"])["Statement"]
+    log_arn = ref("aws_s3_bucket", LOG_BUCKET, "arn")
+    assert allow == {
+        "Sid": "AllowS3ServerAccessLogs", "Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"},
+        "Action": "s3:PutObject", "Resource": f"{log_arn}/*",
+        "Condition": {"StringEquals": {"aws:SourceAccount": "${data.aws_caller_identity.ModelBucket_AccessLogs_Account_F9D04027.account_id}"}},
+    }
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [log_arn, f"{log_arn}/*"]
+
+    rules = rules_by_id(at(doc, "aws_s3_bucket_lifecycle_configuration", "ModelBucket/AccessLogs/Lifecycle"))
+    assert rules["expire-objects"]["expiration"] == [{"days": 365}]
+    assert rules["expire-noncurrent-versions"]["noncurrent_version_expiration"] == [{"noncurrent_days": 30}]
+    assert rules["abort-incomplete-multipart-uploads"]["abort_incomplete_multipart_upload"] == [{"days_after_initiation": 7}]
+
+
+def test_lifecycle_and_access_log_overrides():
+    doc, _ = synth(lambda s: ModelBucket(s, "ModelBucket", abort_incomplete_upload_days=2, noncurrent_version_expiration_days=None,
+                                         access_log_retention_days=30, retain_on_destroy=False))
+    rules = rules_by_id(at(doc, "aws_s3_bucket_lifecycle_configuration", "ModelBucket/Lifecycle"))
+    assert set(rules) == {"abort-incomplete-multipart-uploads"}, "noncurrent_version_expiration_days=None keeps old versions"
+    assert rules["abort-incomplete-multipart-uploads"]["abort_incomplete_multipart_upload"] == [{"days_after_initiation": 2}]
+    log_rules = rules_by_id(at(doc, "aws_s3_bucket_lifecycle_configuration", "ModelBucket/AccessLogs/Lifecycle"))
+    assert log_rules["expire-objects"]["expiration"] == [{"days": 30}]
+    logs = at(doc, "aws_s3_bucket", "ModelBucket/AccessLogs/Resource")
+    assert logs["force_destroy"] is True and "lifecycle" not in logs
+
+
+def test_access_logging_off_by_name():
+    doc, bucket = synth(lambda s: ModelBucket(s, "ModelBucket", access_logging=False))
+    assert resources(doc, "aws_s3_bucket_logging") == {}
+    assert list(resources(doc, "aws_s3_bucket")) == [BUCKET]
+    assert bucket.access_log_bucket is None and bucket.logging is None
+
+
+def test_access_logs_go_to_a_given_bucket():
+    def build(stack):
+        shared = AccessLogBucket(stack, "Logs", retention_days=90)
+        ModelBucket(stack, "A", access_log_bucket=shared)
+        ModelBucket(stack, "B", access_log_bucket=shared)
+        ModelBucket(stack, "C", access_log_bucket=ModelBucket.from_bucket_name(stack, "Existing", "acme-logs"))
+
+    doc, _ = synth(build)
+    assert len(resources(doc, "aws_s3_bucket")) == 4, "a bucket given a log bucket must not create its own"
+    targets = sorted(log["target_bucket"] for log in resources(doc, "aws_s3_bucket_logging").values())
+    logs_ref = ref("aws_s3_bucket", next(n for n in resources(doc, "aws_s3_bucket") if n.startswith("Logs_")), "bucket")
+    assert targets == sorted([logs_ref, logs_ref, "acme-logs"])
+    assert at(doc, "aws_s3_bucket_lifecycle_configuration", "Logs/Lifecycle")["rule"][1]["expiration"] == [{"days": 90}]
+
+
+def test_lifecycle_and_logging_validation_reports_every_problem_once():
+    with pytest.raises(ConstructValidationError) as err:
+        synth(lambda s: ModelBucket(s, "ModelBucket", abort_incomplete_upload_days=0, noncurrent_version_expiration_days=-1,
+                                    access_log_retention_days=0, access_logging=False,
+                                    access_log_bucket=ModelBucket.from_bucket_name(s, "Logs", "acme-logs")))
+    problems = err.value.problems
+    assert len(problems) == 4, problems
+    message = str(err.value)
+    assert "abort_incomplete_upload_days=0 must be between 1 and 36500" in message
+    assert "noncurrent_version_expiration_days=-1" in message and "None to keep" in message
+    assert "access_log_retention_days=0" in message
+    assert "access_logging=False" in message
+    with pytest.raises(ConstructValidationError, match="access_log_bucket=str is not a bucket"):
+        synth(lambda s: ModelBucket(s, "ModelBucket", access_log_bucket="acme-logs"))
+
+
+def test_grant_write_puts_objects_under_a_prefix_and_encrypts_through_s3_only():
+    def build(stack):
+        bucket = ModelBucket(stack, "ModelBucket")
+        role = ServiceRole(stack, "Writer", service="lambda.amazonaws.com")
+        grant = bucket.grant_write(role, key_prefix="uploads/")
+        with pytest.raises(TypeError, match="grant_write needs a grantee"):
+            bucket.grant_write(object())
+        with pytest.raises(ConstructValidationError, match="must end with '/'"):
+            bucket.grant_write(role, key_prefix="uploads")
+        return grant
+
+    doc, grant = synth(build)
+    statements = json.loads(only(doc, "aws_iam_role_policy")["policy"])["Statement"]
+    assert statements == [
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+         "Resource": ref("aws_s3_bucket", BUCKET, "arn") + "/uploads/*"},
+        {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": ref("aws_kms_key", KEY, "arn"),
+         "Condition": {"StringEquals": {"kms:ViaService": "s3.${aws_s3_bucket.ModelBucket_B33D855B.region}.amazonaws.com"}}},
+    ]
+    assert grant.actions == ("s3:PutObject", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt")
+    assert grant.grantee == "test/Writer"
+
+
+def test_from_bucket_name_declares_no_bucket_and_grants_on_the_given_name(manifest_path):
+    key_arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+    def build(stack):
+        bucket = ModelBucket.from_bucket_name(stack, "Existing", "acme-models", key_arn=key_arn)
+        role = ServiceRole(stack, "Role", service="lambda.amazonaws.com")
+        bucket.grant_read(role, key_prefix="models/")
+        bucket.grant_write(role, key_prefix="uploads/")
+        return bucket, bucket.upload_artifacts(manifest_path)
+
+    doc, (bucket, artifacts) = synth(build)
+    assert isinstance(bucket, IBucket)
+    bucket_types = {t for t in doc["resource"] if t.startswith(("aws_s3_bucket", "aws_kms"))}
+    assert bucket_types == set(), f"an imported bucket declared {bucket_types}"
+    assert artifacts.model_uri == "s3://acme-models/models/credit-risk/1.0.0/model.onnx"
+    for obj in resources(doc, "aws_s3_object").values():
+        assert obj["bucket"] == "acme-models"
+        assert obj["server_side_encryption"] == "aws:kms" and obj["kms_key_id"] == key_arn
+        assert "depends_on" not in obj
+    statements = json.loads(only(doc, "aws_iam_role_policy")["policy"])["Statement"]
+    arn = "arn:${data.aws_partition.Existing_Partition_2108C27D.partition}:s3:::acme-models"
+    assert [(st["Action"], st["Resource"]) for st in statements] == [
+        ("s3:GetObject", f"{arn}/models/*"), ("kms:Decrypt", key_arn),
+        (["s3:PutObject", "s3:AbortMultipartUpload"], f"{arn}/uploads/*"), (["kms:GenerateDataKey", "kms:Decrypt"], key_arn),
+    ]
+    assert statements[1]["Condition"] == {"StringEquals": {"kms:ViaService": "s3.${data.aws_region.Existing_Region_FA84541E.name}.amazonaws.com"}}
+
+
+def test_from_bucket_name_without_a_key_grants_s3_only_and_uploads_with_the_bucket_default(manifest_path):
+    def build(stack):
+        bucket = ModelBucket.from_bucket_name(stack, "Existing", "acme-models")
+        grant = bucket.grant_write(ServiceRole(stack, "Role", service="lambda.amazonaws.com"))
+        bucket.upload_artifacts(manifest_path)
+        return grant
+
+    doc, grant = synth(build)
+    assert grant.actions == ("s3:PutObject", "s3:AbortMultipartUpload")
+    (statement,) = json.loads(only(doc, "aws_iam_role_policy")["policy"])["Statement"]
+    assert statement["Resource"].endswith(":s3:::acme-models/*")
+    for obj in resources(doc, "aws_s3_object").values():
+        assert not {"server_side_encryption", "kms_key_id", "bucket_key_enabled"} & set(obj)
+    with pytest.raises(ConstructValidationError, match="not a valid S3 bucket name"):
+        synth(lambda s: ModelBucket.from_bucket_name(s, "Bad", "Bad_Name"))
 
 
 # -- ModelArtifacts ----------------------------------------------------------------------------------------------
@@ -405,6 +579,15 @@ def test_logical_ids_are_pinned(defaults):
         "aws_s3_bucket_public_access_block.ModelBucket_PublicAccessBlock_B5DFBE36",
         "aws_s3_bucket_ownership_controls.ModelBucket_OwnershipControls_0AC656E3",
         "aws_s3_bucket_policy.ModelBucket_Policy_49FE555B",
+        "aws_s3_bucket_lifecycle_configuration.ModelBucket_Lifecycle_ADA80F4C",
+        "aws_s3_bucket_logging.ModelBucket_Logging_0FF6C8A4",
+        "aws_s3_bucket.ModelBucket_AccessLogs_94B93479",
+        "aws_s3_bucket_versioning.ModelBucket_AccessLogs_Versioning_C6908933",
+        "aws_s3_bucket_server_side_encryption_configuration.ModelBucket_AccessLogs_Encryption_C1A403BE",
+        "aws_s3_bucket_public_access_block.ModelBucket_AccessLogs_PublicAccessBlock_6D8ED3A9",
+        "aws_s3_bucket_ownership_controls.ModelBucket_AccessLogs_OwnershipControls_34B6FFE6",
+        "aws_s3_bucket_policy.ModelBucket_AccessLogs_Policy_B48C30E2",
+        "aws_s3_bucket_lifecycle_configuration.ModelBucket_AccessLogs_Lifecycle_5DF9C0E7",
         "aws_s3_object.ModelBucket_Artifacts-credit-risk_Object-model_53E0D8E2",
         "aws_s3_object.ModelBucket_Artifacts-credit-risk_Object-preprocessing_90384ABF",
         "aws_vpc.GpuNodes_Network_1D4C1C9A",
@@ -424,6 +607,7 @@ def test_logical_ids_are_pinned(defaults):
         "aws_autoscaling_group.GpuNodes_319A5FAE",
     }
     assert logical_ids(doc, "data") == {
+        "aws_caller_identity.ModelBucket_AccessLogs_Account_F9D04027",
         "aws_availability_zones.GpuNodes_Network_Zones_93AE9239",
         "aws_region.GpuNodes_Network_Region_266A3829",
         "aws_ssm_parameter.GpuNodes_Image_8E9AD342",

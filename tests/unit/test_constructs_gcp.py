@@ -13,9 +13,9 @@ import pytest
 from lepton_cdk.contract import ChecksumMismatchError, read_manifest
 from lepton_cdk.core import ConstructValidationError, IBucket, IGpuNodeGroup, IModelArtifacts
 from lepton_cdk.core.framework import TerraformVariable, google
-from lepton_cdk.gcp import DEFAULT_SOURCE_IMAGE, GpuNodeGroup, ModelBucket, ServiceAccount, default_accelerator
+from lepton_cdk.gcp import DEFAULT_SOURCE_IMAGE, AccessLogBucket, GpuNodeGroup, ModelBucket, ServiceAccount, default_accelerator
 from tests.support.manifests import write_fake_manifest
-from tests.support.synth import logical_ids, only, ref, resources, synth_json
+from tests.support.synth import at, logical_ids, only, ref, resources, synth_json
 
 BUCKET = "ModelBucket_B33D855B"
 KEY = "ModelBucket_Key_C4835771"
@@ -50,7 +50,7 @@ def defaults(manifest_path):
 
 def test_bucket_is_private_uniform_and_versioned(defaults):
     doc, _ = defaults
-    bucket = only(doc, "google_storage_bucket")
+    bucket = at(doc, "google_storage_bucket", "ModelBucket/Resource")
     assert bucket["uniform_bucket_level_access"] is True
     assert bucket["public_access_prevention"] == "enforced"
     assert bucket["versioning"] == {"enabled": True}
@@ -58,7 +58,7 @@ def test_bucket_is_private_uniform_and_versioned(defaults):
 
 def test_bucket_uses_cmek_created_after_the_service_agent_may_use_it(defaults):
     doc, _ = defaults
-    bucket = only(doc, "google_storage_bucket")
+    bucket = at(doc, "google_storage_bucket", "ModelBucket/Resource")
     assert bucket["encryption"] == {"default_kms_key_name": ref("google_kms_crypto_key", KEY, "id")}
     assert bucket["depends_on"] == ["google_kms_crypto_key_iam_member.ModelBucket_KeyAccess_90A5894D"]
     key = only(doc, "google_kms_crypto_key")
@@ -74,22 +74,22 @@ def test_bucket_uses_cmek_created_after_the_service_agent_may_use_it(defaults):
 def test_bucket_and_key_ring_share_the_providers_region_by_default(defaults):
     doc, _ = defaults
     region = "data.google_client_config.ModelBucket_Client_5D491A79.region"
-    assert only(doc, "google_storage_bucket")["location"] == f"${{upper({region})}}"
+    assert at(doc, "google_storage_bucket", "ModelBucket/Resource")["location"] == f"${{upper({region})}}"
     assert only(doc, "google_kms_key_ring")["location"] == f"${{lower(upper({region}))}}"
-    assert only(doc, "google_storage_bucket")["name"] == "${data.google_client_config.ModelBucket_Client_5D491A79.project}-models-dd52eb92"  # sha256("test/ModelBucket")[:8]
+    assert at(doc, "google_storage_bucket", "ModelBucket/Resource")["name"] == "${data.google_client_config.ModelBucket_Client_5D491A79.project}-models-dd52eb92"  # sha256("test/ModelBucket")[:8]
 
 
 def test_bucket_and_key_are_retained_on_destroy_by_default(defaults):
     doc, _ = defaults
-    assert only(doc, "google_storage_bucket")["lifecycle"] == {"prevent_destroy": True}
-    assert only(doc, "google_storage_bucket")["force_destroy"] is False
+    assert at(doc, "google_storage_bucket", "ModelBucket/Resource")["lifecycle"] == {"prevent_destroy": True}
+    assert at(doc, "google_storage_bucket", "ModelBucket/Resource")["force_destroy"] is False
     assert only(doc, "google_kms_crypto_key")["lifecycle"] == {"prevent_destroy": True}
 
 
 def test_bucket_overrides():
     doc, _ = synth(lambda s: ModelBucket(s, "ModelBucket", bucket_name="acme-models", location="EU", versioned=False,
                                          retain_on_destroy=False, key_ring_name="acme-ring", key_rotation_period_days=30))
-    bucket = only(doc, "google_storage_bucket")
+    bucket = at(doc, "google_storage_bucket", "ModelBucket/Resource")
     assert (bucket["name"], bucket["location"]) == ("acme-models", "EU")
     assert bucket["versioning"] == {"enabled": False}
     assert bucket["force_destroy"] is True and "lifecycle" not in bucket
@@ -106,6 +106,135 @@ def test_bucket_validation_reports_every_problem_once():
     message = str(err.value)
     assert "bucket_name='my-google-Bucket'" in message and "key_ring_name='bad ring'" in message
     assert "key_rotation_period_days=0 must be between 1 and 36500" in message
+
+
+LOG_BUCKET = "ModelBucket_AccessLogs_94B93479"
+
+
+def test_bucket_lifecycle_aborts_stale_uploads_and_deletes_old_versions_by_default(defaults):
+    doc, _ = defaults
+    rules = at(doc, "google_storage_bucket", "ModelBucket/Resource")["lifecycle_rule"]
+    assert rules == [
+        {"action": {"type": "AbortIncompleteMultipartUpload"}, "condition": {"age": 7}},
+        {"action": {"type": "Delete"}, "condition": {"days_since_noncurrent_time": 90, "with_state": "ARCHIVED"}},
+    ]
+
+
+def test_bucket_logs_usage_to_a_private_cmek_log_bucket_by_default(defaults):
+    doc, (bucket, _, _) = defaults
+    main = at(doc, "google_storage_bucket", "ModelBucket/Resource")
+    assert main["logging"] == {"log_bucket": ref("google_storage_bucket", LOG_BUCKET, "name"),
+                               "log_object_prefix": "${data.google_client_config.ModelBucket_Client_5D491A79.project}-models-dd52eb92"}
+    assert isinstance(bucket.access_log_bucket, AccessLogBucket) and isinstance(bucket.access_log_bucket, IBucket)
+    logs = at(doc, "google_storage_bucket", "ModelBucket/AccessLogs/Resource")
+    assert logs["uniform_bucket_level_access"] is True and logs["public_access_prevention"] == "enforced"
+    assert logs["versioning"] == {"enabled": True}
+    assert logs["encryption"] == {"default_kms_key_name": ref("google_kms_crypto_key", KEY, "id")}
+    assert logs["depends_on"] == ["google_kms_crypto_key_iam_member.ModelBucket_KeyAccess_90A5894D"]
+    assert logs["location"] == main["location"]
+    assert logs["lifecycle"] == {"prevent_destroy": True} and logs["force_destroy"] is False
+    assert logs["lifecycle_rule"] == [
+        {"action": {"type": "AbortIncompleteMultipartUpload"}, "condition": {"age": 7}},
+        {"action": {"type": "Delete"}, "condition": {"age": 365}},
+        {"action": {"type": "Delete"}, "condition": {"days_since_noncurrent_time": 30, "with_state": "ARCHIVED"}},
+    ]
+    writer = at(doc, "google_storage_bucket_iam_member", "ModelBucket/AccessLogs/LogWriter")
+    assert writer == {"bucket": ref("google_storage_bucket", LOG_BUCKET, "name"), "role": "roles/storage.objectCreator",
+                      "member": "group:cloud-storage-analytics@google.com"}
+
+
+def test_lifecycle_and_access_log_overrides():
+    doc, _ = synth(lambda s: ModelBucket(s, "ModelBucket", abort_incomplete_upload_days=2, noncurrent_version_expiration_days=None,
+                                         access_log_retention_days=30, retain_on_destroy=False))
+    assert at(doc, "google_storage_bucket", "ModelBucket/Resource")["lifecycle_rule"] == [
+        {"action": {"type": "AbortIncompleteMultipartUpload"}, "condition": {"age": 2}}]
+    logs = at(doc, "google_storage_bucket", "ModelBucket/AccessLogs/Resource")
+    assert {"action": {"type": "Delete"}, "condition": {"age": 30}} in logs["lifecycle_rule"]
+    assert logs["force_destroy"] is True and "lifecycle" not in logs
+
+
+def test_access_logging_off_by_name_or_to_a_given_bucket():
+    doc, bucket = synth(lambda s: ModelBucket(s, "ModelBucket", access_logging=False))
+    assert list(resources(doc, "google_storage_bucket")) == [BUCKET]
+    assert "logging" not in resources(doc, "google_storage_bucket")[BUCKET] and bucket.access_log_bucket is None
+
+    def build(stack):
+        shared = AccessLogBucket(stack, "Logs")
+        ModelBucket(stack, "A", access_log_bucket=shared)
+        ModelBucket(stack, "B", access_log_bucket=ModelBucket.from_bucket_name(stack, "Existing", "acme-logs"))
+
+    doc, _ = synth(build)
+    buckets = resources(doc, "google_storage_bucket")
+    assert len(buckets) == 3, "a bucket given a log bucket must not create its own"
+    logs_name = next(n for n in buckets if n.startswith("Logs_"))
+    assert sorted(b["logging"]["log_bucket"] for n, b in buckets.items() if "logging" in b) == sorted(
+        [ref("google_storage_bucket", logs_name, "name"), "acme-logs"])
+    assert "encryption" not in buckets[logs_name], "a standalone log bucket has no key of its own"
+
+
+def test_lifecycle_and_logging_validation_reports_every_problem_once():
+    with pytest.raises(ConstructValidationError) as err:
+        synth(lambda s: ModelBucket(s, "ModelBucket", abort_incomplete_upload_days=0, noncurrent_version_expiration_days=0,
+                                    access_log_retention_days=-5, access_logging=False,
+                                    access_log_bucket=ModelBucket.from_bucket_name(s, "Logs", "acme-logs")))
+    message = str(err.value)
+    assert len(err.value.problems) == 4, err.value.problems
+    assert "abort_incomplete_upload_days=0" in message and "noncurrent_version_expiration_days=0" in message
+    assert "access_log_retention_days=-5" in message and "access_logging=False" in message
+
+
+def test_grant_write_creates_objects_under_a_prefix_only():
+    def build(stack):
+        bucket = ModelBucket(stack, "ModelBucket")
+        writer = ServiceAccount(stack, "Writer")
+        with pytest.raises(TypeError, match="grant_write needs a grantee"):
+            bucket.grant_write(object())
+        with pytest.raises(ConstructValidationError, match="must end with '/'"):
+            bucket.grant_write(writer, key_prefix="uploads")
+        return bucket.grant_write(writer, key_prefix="uploads/"), bucket.grant_write(writer, key_prefix="more/")
+
+    doc, (grant, _) = synth(build)
+    binding = at(doc, "google_storage_bucket_iam_member", "Writer/Write-ModelBucket")
+    assert binding["role"] == "roles/storage.objectCreator"
+    assert binding["bucket"] == ref("google_storage_bucket", BUCKET, "name")
+    writer_account = next(n for n in resources(doc, "google_service_account") if n.startswith("Writer_"))
+    assert binding["member"] == ref("google_service_account", writer_account, "member")
+    assert binding["condition"]["expression"] == (
+        'resource.name.startsWith("projects/_/buckets/${google_storage_bucket.ModelBucket_B33D855B.name}/objects/uploads/")')
+    assert at(doc, "google_storage_bucket_iam_member", "Writer/Write-ModelBucket-2")["condition"]["expression"].endswith('/objects/more/")')
+    assert grant.actions == ("storage.objects.create",) and grant.grantee == "test/Writer"
+    assert resources(doc, "google_kms_crypto_key_iam_member").keys() == {"ModelBucket_KeyAccess_90A5894D"}, "no key grant on GCP"
+
+
+def test_from_bucket_name_declares_no_bucket_and_grants_on_the_given_name(manifest_path):
+    key = "projects/acme/locations/us/keyRings/r/cryptoKeys/k"
+
+    def build(stack):
+        bucket = ModelBucket.from_bucket_name(stack, "Existing", "acme-models", kms_key_name=key)
+        reader = ServiceAccount(stack, "Reader")
+        bucket.grant_read(reader, key_prefix="models/")
+        bucket.grant_write(reader, key_prefix="uploads/")
+        plain = ModelBucket.from_bucket_name(stack, "Plain", "acme-plain")
+        plain.upload_artifacts(manifest_path)
+        return bucket, bucket.upload_artifacts(manifest_path)
+
+    doc, (bucket, artifacts) = synth(build)
+    assert isinstance(bucket, IBucket)
+    declared = {t for t in doc["resource"] if t in ("google_storage_bucket", "google_kms_key_ring", "google_kms_crypto_key",
+                                                    "google_kms_crypto_key_iam_member")}
+    assert declared == set(), f"an imported bucket declared {declared}"
+    assert artifacts.model_uri == "gs://acme-models/models/credit-risk/1.0.0/model.onnx"
+    objects = list(resources(doc, "google_storage_bucket_object").values())
+    assert {o["bucket"] for o in objects} == {"acme-models", "acme-plain"}
+    assert all(o["kms_key_name"] == key for o in objects if o["bucket"] == "acme-models")
+    assert all("kms_key_name" not in o for o in objects if o["bucket"] == "acme-plain")
+    bindings = resources(doc, "google_storage_bucket_iam_member").values()
+    assert sorted((b["role"], b["bucket"], b["condition"]["expression"]) for b in bindings) == [
+        ("roles/storage.objectCreator", "acme-models", 'resource.name.startsWith("projects/_/buckets/acme-models/objects/uploads/")'),
+        ("roles/storage.objectViewer", "acme-models", 'resource.name.startsWith("projects/_/buckets/acme-models/objects/models/")'),
+    ]
+    with pytest.raises(ConstructValidationError, match="not a valid Cloud Storage bucket name"):
+        synth(lambda s: ModelBucket.from_bucket_name(s, "Bad", "google-models"))
 
 
 def test_artifacts_carry_manifest_checksums_and_no_invented_md5(defaults, manifest_path):
@@ -177,7 +306,7 @@ def test_nodes_service_account_reads_only_the_model_prefix(defaults):
         "email": ref("google_service_account", "GpuNodes_ServiceAccount_1A03F2AC", "email"),
         "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
     }
-    binding = only(doc, "google_storage_bucket_iam_member")
+    binding = at(doc, "google_storage_bucket_iam_member", "GpuNodes/ServiceAccount/Read-ModelBucket")
     assert binding["role"] == "roles/storage.objectViewer"
     assert binding["bucket"] == ref("google_storage_bucket", BUCKET, "name")
     assert binding["member"] == ref("google_service_account", "GpuNodes_ServiceAccount_1A03F2AC", "member")
@@ -282,7 +411,7 @@ def test_grant_read_refuses_a_grantee_without_a_service_account():
         bucket.grant_read(reader, key_prefix="b/")
 
     doc, _ = synth(build)
-    expressions = sorted(b["condition"]["expression"] for b in resources(doc, "google_storage_bucket_iam_member").values())
+    expressions = sorted(b["condition"]["expression"] for b in resources(doc, "google_storage_bucket_iam_member").values() if "condition" in b)
     assert [e.rsplit("/objects/", 1)[1] for e in expressions] == ['a/")', 'b/")']
 
 
@@ -294,6 +423,8 @@ def test_logical_ids_are_pinned(defaults):
         "google_kms_crypto_key.ModelBucket_Key_C4835771",
         "google_kms_crypto_key_iam_member.ModelBucket_KeyAccess_90A5894D",
         "google_storage_bucket.ModelBucket_B33D855B",
+        "google_storage_bucket.ModelBucket_AccessLogs_94B93479",
+        "google_storage_bucket_iam_member.ModelBucket_AccessLogs_LogWriter_B33E6FF9",
         "google_storage_bucket_object.ModelBucket_Artifacts-credit-risk_Object-model_53E0D8E2",
         "google_storage_bucket_object.ModelBucket_Artifacts-credit-risk_Object-preprocessing_90384ABF",
         "google_service_account.GpuNodes_ServiceAccount_1A03F2AC",
@@ -305,5 +436,6 @@ def test_logical_ids_are_pinned(defaults):
     }
     assert logical_ids(doc, "data") == {
         "google_client_config.ModelBucket_Client_5D491A79",
+        "google_client_config.ModelBucket_AccessLogs_Client_3C0B35F9",
         "google_storage_project_service_account.ModelBucket_StorageAgent_F86D2FD0",
     }

@@ -117,7 +117,10 @@ def test_aws_stack_for_an_emulator_points_every_used_service_there_without_crede
     assert not set(provider) & {"access_key", "secret_key", "token", "profile", "shared_credentials_files", "assume_role"}
     assert "AKIA" not in json.dumps(doc) and "secret" not in json.dumps(doc).lower()
     assert doc["terraform"]["backend"] == {"local": {"path": str(tmp_path / "state" / "terraform.lepton-aws.tfstate")}}
-    assert "aws_s3_bucket_policy" not in doc["resource"]  # plain-HTTP emulator: a TLS-only policy would lock it out
+    # plain-HTTP emulator: a TLS-only policy would lock it out; the log bucket keeps only the log-delivery grant
+    policies = doc["resource"]["aws_s3_bucket_policy"]
+    assert list(policies) == ["ModelBucket_AccessLogs_Policy_B48C30E2"]
+    assert [st["Effect"] for st in json.loads(policies["ModelBucket_AccessLogs_Policy_B48C30E2"]["policy"])["Statement"]] == ["Allow"]
     assert doc["resource"]["aws_s3_bucket"]["ModelBucket_B33D855B"]["force_destroy"] is True
     assert "data" not in doc or "aws_ssm_parameter" not in doc["data"]
 
