@@ -3,8 +3,10 @@
 ``cdktf synth`` / ``deploy`` run it as ``.venv/bin/python -m infra`` (see
 ``cdktf.json``); it writes to ``$CDKTF_OUTDIR`` when the CLI sets it, else
 ``cdktf.out``. Known problems (a bad ``LEPTON_*`` value, a missing or
-tampered manifest, invalid construct props) print one ``error: ...`` line and
-exit with status 1, without a traceback (set ``LEPTON_DEBUG=1`` for one).
+tampered manifest, invalid construct props, an unsuppressed policy error
+found by :class:`lepton_cdk.checks.PolicyChecks`) print one ``error: ...``
+line and exit with status 1, without a traceback (set ``LEPTON_DEBUG=1`` for
+one). The policy report is written to the output folder either way.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lepton_cdk.checks import PolicyError
 from lepton_cdk.contract import ContractError, read_manifest
 from lepton_cdk.core.errors import ConstructValidationError
 
@@ -53,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = InfraConfig.from_env()
         app = build_app(config, Path(outdir))
-        app.synth()
-    except (ConfigError, ContractError, ConstructValidationError) as exc:
+        from lepton_cdk.checks.aspect import PolicyChecks
+
+        PolicyChecks.synth(app)  # app.synth(); an unsuppressed policy error raises PolicyViolationError (one line)
+    except (ConfigError, ContractError, ConstructValidationError, PolicyError) as exc:
         if os.environ.get("LEPTON_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)

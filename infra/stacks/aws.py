@@ -8,10 +8,12 @@ the constructs it composes never create either.
 from __future__ import annotations
 
 from lepton_cdk.aws import GpuNodeGroup, ModelBucket
+from lepton_cdk.checks.aspect import PolicyChecks
 from lepton_cdk.contract import Manifest
 from lepton_cdk.core.framework import Construct, LocalBackend, TerraformOutput, TerraformStack, aws
 
 from ..config import InfraConfig
+from . import RETAIN_DATA_OFF_REASON
 
 # Every AWS service the stack calls; with LEPTON_AWS_ENDPOINT set, each one points at the emulator.
 AWS_SERVICES = ("autoscaling", "ec2", "iam", "kms", "s3", "ssm", "sts")
@@ -59,13 +61,17 @@ class AwsTargetStack(TerraformStack):
         if state_file is not None:
             LocalBackend(self, path=state_file)
 
-        self.bucket = ModelBucket(
-            self, "ModelBucket",
-            retain_on_destroy=config.retain_data,
-            # A TLS-only policy locks out an emulator reached over plain HTTP (and moto treats the
-            # policy's condition as always true); real AWS, and an https emulator, keep it.
-            enforce_tls=not (config.aws_endpoint or "").startswith("http://"),
-        )
+        # A TLS-only policy locks out an emulator reached over plain HTTP (and moto treats the
+        # policy's condition as always true); real AWS, and an https emulator, keep it.
+        enforce_tls = not (config.aws_endpoint or "").startswith("http://")
+        self.bucket = ModelBucket(self, "ModelBucket", retain_on_destroy=config.retain_data, enforce_tls=enforce_tls)
+        self.policy_checks = PolicyChecks.apply(self)
+        if not config.retain_data:
+            PolicyChecks.suppress(self.bucket, "LEP-RETAIN-1", reason=RETAIN_DATA_OFF_REASON)
+        if not enforce_tls:
+            PolicyChecks.suppress(self.bucket, "LEP-S3-1", reason=(
+                f"LEPTON_AWS_ENDPOINT={config.aws_endpoint} is a plain-HTTP emulator: a TLS-only policy would lock "
+                "the stack out of its own bucket; real AWS keeps the policy"))
         self.artifacts = self.bucket.upload_artifacts(manifest)
         self.nodes = GpuNodeGroup(
             self, "GpuNodes",

@@ -6,11 +6,13 @@ This module (with ``aws.py``) is where providers and the backend are made.
 
 from __future__ import annotations
 
+from lepton_cdk.checks.aspect import PolicyChecks
 from lepton_cdk.contract import Manifest
 from lepton_cdk.core.framework import Construct, LocalBackend, TerraformOutput, TerraformStack, google
 from lepton_cdk.gcp import GpuNodeGroup, ModelBucket
 
 from ..config import InfraConfig
+from . import RETAIN_DATA_OFF_REASON
 
 
 def google_provider(scope: Construct, config: InfraConfig) -> google.provider.GoogleProvider:
@@ -39,6 +41,9 @@ class GcpTargetStack(TerraformStack):
             LocalBackend(self, path=state_file)
 
         self.bucket = ModelBucket(self, "ModelBucket", retain_on_destroy=config.retain_data)
+        self.policy_checks = PolicyChecks.apply(self)
+        if not config.retain_data:
+            PolicyChecks.suppress(self.bucket, "LEP-RETAIN-1", reason=RETAIN_DATA_OFF_REASON)
         self.artifacts = self.bucket.upload_artifacts(manifest)
         self.nodes = GpuNodeGroup(self, "GpuNodes", model=self.artifacts, machine_type=config.gcp_machine_type,
                                   target_size=config.node_count)

@@ -31,7 +31,9 @@ from typing import Any
 
 import cdktf
 import constructs
+import jsii
 from cdktf import (
+    Annotations,
     App,
     Aspects,
     AssetType,
@@ -42,6 +44,7 @@ from cdktf import (
     TerraformElement,
     TerraformLocal,
     TerraformOutput,
+    TerraformResource,
     TerraformResourceLifecycle,
     TerraformStack,
     TerraformVariable,
@@ -51,10 +54,13 @@ from cdktf import (
 from constructs import Construct, IConstruct
 
 __all__ = [
-    "App", "AssetType", "Aspects", "Construct", "Fn", "IAspect", "IConstruct", "LocalBackend", "TerraformAsset",
-    "TerraformElement", "TerraformLocal", "TerraformOutput", "TerraformResourceLifecycle", "TerraformStack", "TerraformVariable", "Testing", "Token",
-    "aws", "cdktf", "constructs", "google", "is_unresolved", "literal_with_references", "provider_package",
+    "Annotations", "App", "AssetType", "Aspects", "Construct", "Fn", "IAspect", "IConstruct", "LocalBackend", "TerraformAsset",
+    "TerraformElement", "TerraformLocal", "TerraformOutput", "TerraformResource", "TerraformResourceLifecycle", "TerraformStack", "TerraformVariable", "Testing", "Token",
+    "aws", "cdktf", "constructs", "google", "implements", "is_unresolved", "literal_with_references", "provider_package",
 ]
+
+implements = jsii.implements
+"""Class decorator declaring that a Python class implements a jsii interface (``@implements(IAspect)``)."""
 
 _lock = threading.Lock()
 
