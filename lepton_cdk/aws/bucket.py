@@ -218,7 +218,43 @@ class _S3Bucket(Construct):
         return ModelArtifacts(self, f"Artifacts-{loaded.model_name}", bucket=self, manifest=loaded, key_prefix=key_prefix)
 
 
-class AccessLogBucket(_S3Bucket):
+class _DeclaredS3Bucket(_S3Bucket):
+    """A bucket this construct declares: its ``"Resource"`` and guard rails."""
+
+    resource: Any
+    encryption: Any
+    public_access_block: Any
+    ownership_controls: Any
+    policy: Any
+
+    @property
+    def bucket_name(self) -> str:
+        """The bucket's name."""
+        return self.resource.bucket
+
+    @property
+    def bucket_id(self) -> str:
+        """The bucket's Terraform id (its name), what objects reference."""
+        return self.resource.id
+
+    @property
+    def bucket_arn(self) -> str:
+        """The bucket's ARN."""
+        return self.resource.arn
+
+    @property
+    def bucket_region(self) -> str:
+        """The region the bucket lives in."""
+        return self.resource.region
+
+    @property
+    def object_dependencies(self) -> list:
+        """Resources that must exist before an object is written (encryption, access block, ownership, policy)."""
+        guards = [self.encryption, self.public_access_block, self.ownership_controls]
+        return guards + ([self.policy] if self.policy is not None else [])
+
+
+class AccessLogBucket(_DeclaredS3Bucket):
     """A private S3 bucket that receives S3 server access logs (SSE-S3, see the module docstring).
 
     Pass it as ``access_log_bucket=`` to several :class:`ModelBucket` s to
@@ -313,34 +349,9 @@ class AccessLogBucket(_S3Bucket):
         )
 
     @property
-    def bucket_name(self) -> str:
-        """The log bucket's name."""
-        return self.resource.bucket
-
-    @property
-    def bucket_id(self) -> str:
-        """The log bucket's Terraform id (its name)."""
-        return self.resource.id
-
-    @property
-    def bucket_arn(self) -> str:
-        """The log bucket's ARN."""
-        return self.resource.arn
-
-    @property
-    def bucket_region(self) -> str:
-        """The region the log bucket lives in."""
-        return self.resource.region
-
-    @property
     def key_arn(self) -> None:
         """Always ``None``: the log bucket uses SSE-S3, so grants need no key permission."""
         return None
-
-    @property
-    def object_dependencies(self) -> list:
-        """Resources that must exist before logs are delivered (encryption, ownership, policy)."""
-        return [self.encryption, self.public_access_block, self.ownership_controls, self.policy]
 
 
 class ImportedModelBucket(_S3Bucket):
@@ -395,7 +406,7 @@ class ImportedModelBucket(_S3Bucket):
         return []
 
 
-class ModelBucket(_S3Bucket):
+class ModelBucket(_DeclaredS3Bucket):
     """An encrypted, versioned, private S3 bucket for model artifacts.
 
     Implements :class:`lepton_cdk.core.IBucket`.
@@ -564,37 +575,10 @@ class ModelBucket(_S3Bucket):
                 depends_on=list(getattr(access_log_bucket, "object_dependencies", [])) or None,
             )
 
-    # -- IBucket ---------------------------------------------------------------------------------------------
-    @property
-    def bucket_name(self) -> str:
-        """The bucket's name."""
-        return self.resource.bucket
-
-    @property
-    def bucket_id(self) -> str:
-        """The bucket's Terraform id (its name), what objects reference."""
-        return self.resource.id
-
-    @property
-    def bucket_arn(self) -> str:
-        """The bucket's ARN."""
-        return self.resource.arn
-
-    @property
-    def bucket_region(self) -> str:
-        """The region the bucket lives in."""
-        return self.resource.region
-
     @property
     def key_arn(self) -> str:
         """The ARN of the KMS key that encrypts every object."""
         return self.encryption_key.arn
-
-    @property
-    def object_dependencies(self) -> list:
-        """Resources that must exist before an object is written (encryption, access block, policy)."""
-        guards = [self.encryption, self.public_access_block, self.ownership_controls]
-        return guards + ([self.policy] if self.policy is not None else [])
 
 
 class ModelArtifacts(ModelArtifactsBase):
