@@ -227,6 +227,22 @@ class _DeclaredS3Bucket(_S3Bucket):
     ownership_controls: Any
     policy: Any
 
+    def _block_public_access(self, bucket_id: str) -> None:
+        """All four public access block settings on, and ACLs disabled (``BucketOwnerEnforced``)."""
+        self.public_access_block = aws.s3_bucket_public_access_block.S3BucketPublicAccessBlock(
+            self, "PublicAccessBlock",
+            bucket=bucket_id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+        )
+        self.ownership_controls = aws.s3_bucket_ownership_controls.S3BucketOwnershipControls(
+            self, "OwnershipControls",
+            bucket=bucket_id,
+            rule=aws.s3_bucket_ownership_controls.S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"),
+        )
+
     @property
     def bucket_name(self) -> str:
         """The bucket's name."""
@@ -308,19 +324,7 @@ class AccessLogBucket(_DeclaredS3Bucket):
                 ),
             )],
         )
-        self.public_access_block = aws.s3_bucket_public_access_block.S3BucketPublicAccessBlock(
-            self, "PublicAccessBlock",
-            bucket=bucket_id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-        )
-        self.ownership_controls = aws.s3_bucket_ownership_controls.S3BucketOwnershipControls(
-            self, "OwnershipControls",
-            bucket=bucket_id,
-            rule=aws.s3_bucket_ownership_controls.S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"),
-        )
+        self._block_public_access(bucket_id)
         self.account = aws.data_aws_caller_identity.DataAwsCallerIdentity(self, "Account")
         statements: list[dict[str, Any]] = [{
             "Sid": "AllowS3ServerAccessLogs",
@@ -527,19 +531,7 @@ class ModelBucket(_DeclaredS3Bucket):
                 bucket_key_enabled=True,
             )],
         )
-        self.public_access_block = aws.s3_bucket_public_access_block.S3BucketPublicAccessBlock(
-            self, "PublicAccessBlock",
-            bucket=bucket_id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-        )
-        self.ownership_controls = aws.s3_bucket_ownership_controls.S3BucketOwnershipControls(
-            self, "OwnershipControls",
-            bucket=bucket_id,
-            rule=aws.s3_bucket_ownership_controls.S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"),
-        )
+        self._block_public_access(bucket_id)
         self.policy = None
         if enforce_tls:
             self.policy = aws.s3_bucket_policy.S3BucketPolicy(
