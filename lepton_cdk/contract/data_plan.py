@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ContractError
-from .manifest import check_schema_version
-from .schema_check import schema_errors
+from .schema_check import validate_document
 
 DATA_PLAN_SCHEMA_VERSION = "1.0.0"
 DATA_PLAN_KIND = "lepton-cdk/data-plan"
@@ -73,13 +72,8 @@ class DataPlan:
 
 def data_plan_from_dict(doc: Any, source: str = "data plan") -> DataPlan:
     """Validate ``doc`` and build a :class:`DataPlan`; raises :class:`ContractError` listing every problem."""
-    if not isinstance(doc, dict):
-        raise ContractError(f"{source} is not a JSON object; regenerate it with `lepton data plan --json`")
-    check_schema_version(doc.get("schema_version"), source)
-    errors = schema_errors(doc, data_plan_schema())
-    if errors:
-        shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
-        raise ContractError(f"{source} does not match the data plan schema: {shown}; regenerate it with `lepton data plan --json`")
+    validate_document(doc, data_plan_schema(), what=source, kind="data plan",
+                      supported_major=int(DATA_PLAN_SCHEMA_VERSION.split(".")[0]), regenerate="`lepton data plan --json`")
 
     def loc(d: dict) -> DataLocation:
         return DataLocation(d["cloud"], d["region"], d["uri"])

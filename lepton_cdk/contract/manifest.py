@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .checksums import digest_file
-from .errors import ChecksumMismatchError, ContractError, SchemaVersionError
-from .schema_check import schema_errors
+from .errors import ChecksumMismatchError, ContractError
+from .schema_check import check_schema_version as _check_version
+from .schema_check import validate_document
 
 SCHEMA_VERSION = "1.0.0"
 MANIFEST_KIND = "lepton-cdk/model-manifest"
@@ -191,32 +192,18 @@ class Manifest:
         )
 
 
+_REGENERATE = "`lepton demo` or `lepton pipeline run`"
+_MAJOR = int(SCHEMA_VERSION.split(".")[0])
+
+
 def check_schema_version(version: Any, what: str = "manifest") -> None:
-    """Refuse a schema_version whose major part this reader does not know."""
-    ours = int(SCHEMA_VERSION.split(".")[0])
-    try:
-        major = int(str(version).split(".")[0])
-    except ValueError:
-        raise ContractError(
-            f"{what} has schema_version {version!r}, expected a semantic version like {SCHEMA_VERSION!r}; "
-            "regenerate it with `lepton demo` or `lepton pipeline run`"
-        ) from None
-    if major != ours:
-        raise SchemaVersionError(
-            f"{what} has schema_version {version} but this lepton-cdk reads major version {ours}; "
-            f"{'upgrade lepton-cdk' if major > ours else 'regenerate the manifest'} so the versions match"
-        )
+    """Refuse a manifest schema_version whose major part this reader does not know."""
+    _check_version(version, what, supported_major=_MAJOR, regenerate=_REGENERATE)
 
 
 def validate_manifest_dict(doc: Any, source: str = "manifest") -> None:
     """Raise :class:`ContractError` listing every schema violation in ``doc``."""
-    if not isinstance(doc, dict):
-        raise ContractError(f"{source} is not a JSON object; regenerate it with `lepton demo`")
-    check_schema_version(doc.get("schema_version"), source)
-    errors = schema_errors(doc, manifest_schema())
-    if errors:
-        shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
-        raise ContractError(f"{source} does not match the manifest schema: {shown}; regenerate it with `lepton demo`")
+    validate_document(doc, manifest_schema(), what=source, kind="manifest", supported_major=_MAJOR, regenerate=_REGENERATE)
     names = [a["name"] for a in doc["artifacts"]]
     if len(set(names)) != len(names):
         raise ContractError(f"{source} lists an artifact name twice ({names}); artifact names must be unique")

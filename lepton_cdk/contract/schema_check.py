@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .errors import ContractError, SchemaVersionError
+
 _TYPES = {
     "object": dict,
     "array": list,
@@ -72,3 +74,35 @@ def schema_errors(doc: Any, schema: dict, root: dict | None = None, where: str =
             for i, item in enumerate(doc):
                 errors.extend(schema_errors(item, schema["items"], root, f"{where}[{i}]"))
     return errors
+
+
+def check_schema_version(version: Any, what: str, *, supported_major: int, regenerate: str) -> None:
+    """Refuse a ``schema_version`` whose major part is not ``supported_major``.
+
+    ``regenerate`` is the command that writes the document anew (named in the fix).
+    """
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        raise ContractError(
+            f"{what} has schema_version {version!r}, expected a semantic version like '{supported_major}.0.0'; "
+            f"regenerate it with {regenerate}"
+        ) from None
+    if major != supported_major:
+        fix = "upgrade lepton-cdk" if major > supported_major else f"regenerate it with {regenerate}"
+        raise SchemaVersionError(
+            f"{what} has schema_version {version} but this lepton-cdk reads major version {supported_major}; "
+            f"{fix} so the versions match"
+        )
+
+
+def validate_document(doc: Any, schema: dict, *, what: str, kind: str, supported_major: int, regenerate: str) -> None:
+    """The checks every versioned contract file gets, in order: a JSON object, a known major
+    ``schema_version``, then every schema violation (the first five named) in one :class:`ContractError`."""
+    if not isinstance(doc, dict):
+        raise ContractError(f"{what} is not a JSON object; regenerate it with {regenerate}")
+    check_schema_version(doc.get("schema_version"), what, supported_major=supported_major, regenerate=regenerate)
+    errors = schema_errors(doc, schema)
+    if errors:
+        shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        raise ContractError(f"{what} does not match the {kind} schema: {shown}; regenerate it with {regenerate}")

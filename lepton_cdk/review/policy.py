@@ -27,7 +27,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lepton_cdk.contract.manifest import check_schema_version
+from lepton_cdk.checks.engine import REPORT_SCHEMA_VERSION
+from lepton_cdk.contract.schema_check import check_schema_version
 
 from .errors import ReviewError
 
@@ -59,7 +60,7 @@ def read_policy_report(cdktf_out: str | Path) -> list[Finding] | None:
         raise ReviewError(f"policy report {path} is not valid JSON ({exc.msg}); re-run `cdktf synth`") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("findings"), list):
         raise ReviewError(f"policy report {path} has no 'findings' list; re-run `cdktf synth`")
-    check_schema_version(doc.get("schema_version"), f"policy report {path}")
+    check_schema_version(doc.get("schema_version"), f"policy report {path}", supported_major=int(REPORT_SCHEMA_VERSION.split(".")[0]), regenerate="`cdktf synth`")
     findings = []
     for i, item in enumerate(doc["findings"]):
         missing = [k for k in ("stack", "rule", "level", "resource", "message") if not isinstance(item, dict) or not isinstance(item.get(k), str)]

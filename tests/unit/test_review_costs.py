@@ -156,6 +156,11 @@ def test_data_plan_reads_and_a_newer_major_version_is_refused(tmp_path):
         data_plan_from_dict(plan_doc(schema_version="2.0.0"))
     with pytest.raises(ContractError, match="bytes_to_copy"):
         data_plan_from_dict(plan_doc(bytes_to_copy=-1))
+    # the fix names the command that writes a data plan, not the manifest's
+    with pytest.raises(SchemaVersionError, match=r"regenerate it with `lepton data plan --json` so the versions match"):
+        data_plan_from_dict(plan_doc(schema_version="0.9.0"))
+    with pytest.raises(ContractError, match=r"semantic version like '1\.0\.0'; regenerate it with `lepton data plan --json`"):
+        data_plan_from_dict(plan_doc(schema_version="one"))
     path.write_text("{")
     with pytest.raises(ContractError, match="not valid JSON"):
         read_data_plan(path)
