@@ -38,8 +38,9 @@ test-integration: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 # Benchmarks print and write JSON results (machine, command, baseline in the same run) to bench-results/.
+# `make bench BENCH="synth data"` runs a subset.
 bench: $(STAMP)
-	$(PY) -m tests.bench.bench_synth $(BENCH_ARGS)
+	$(PY) -m tests.bench $(BENCH)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
