@@ -76,3 +76,65 @@ class ProgressReporter:
         if self._status is not None:
             self._status.stop()
             self._status = None
+
+
+class TransferProgress:
+    """Bytes and objects of a transfer: a rich progress bar on a terminal, a plain line every ``interval_s`` otherwise."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, *, plain: bool | None = None, quiet: bool = False,
+                 interval_s: float = 5.0) -> None:
+        import threading
+
+        self._label = label
+        self._stream = stream or sys.stderr
+        self._plain = wants_plain_output(self._stream) if plain is None else plain
+        self._quiet, self._interval = quiet, interval_s
+        self._lock = threading.Lock()
+        self._bytes = self._objects = self._total_bytes = self._total_objects = 0
+        self._started = self._last = time.monotonic()
+        self._bar = self._task = None
+
+    def start(self, objects: int, total_bytes: int) -> None:
+        """Begin: ``objects`` and ``total_bytes`` are what will move."""
+        self._total_objects, self._total_bytes = objects, total_bytes
+        self._started = self._last = time.monotonic()
+        if self._quiet:
+            return
+        if not self._plain:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                 TextColumn("{task.fields[objects]}"), TimeRemainingColumn(),
+                                 console=Console(file=self._stream), transient=False)
+            self._task = self._bar.add_task(self._label, total=max(total_bytes, 1), objects=f"0/{objects} objects")
+            self._bar.start()
+        else:
+            self._write(f"{self._label}: {objects:,} objects, {total_bytes:,} bytes to move")
+
+    def _write(self, text: str) -> None:
+        self._stream.write(f"[{time.monotonic() - self._started:7.1f}s] {text}\n")
+        self._stream.flush()
+
+    def advance(self, *, byte_count: int = 0, objects: int = 0) -> None:
+        """Add moved bytes (negative when a failed attempt is taken back) and finished objects."""
+        with self._lock:
+            self._bytes += byte_count
+            self._objects += objects
+            if self._quiet:
+                return
+            if self._bar is not None:
+                self._bar.update(self._task, completed=self._bytes, objects=f"{self._objects}/{self._total_objects} objects")
+            elif time.monotonic() - self._last >= self._interval:
+                self._last = time.monotonic()
+                self._write(f"{self._label}: {self._objects:,}/{self._total_objects:,} objects, "
+                            f"{self._bytes:,}/{self._total_bytes:,} bytes")
+
+    def finish(self) -> None:
+        """Stop the bar (or print the last plain line)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        elif not self._quiet:
+            self._write(f"{self._label}: {self._objects:,}/{self._total_objects:,} objects, {self._bytes:,} bytes "
+                        f"in {time.monotonic() - self._started:.1f}s")

@@ -15,7 +15,11 @@ Written by ``lepton data plan --json`` (the migration engine) and read by
     }
 
 Unknown extra fields are allowed (a minor version may add some); a higher
-major ``schema_version`` is refused.
+major ``schema_version`` is refused. Version 1.1 documents the optional
+fields the migration engine adds: ``include``/``exclude`` globs, ``delete``,
+``transcode``, ``estimated_egress_usd``, ``estimated_seconds``,
+``native_transfer`` (whether to use the ``DataTransferJob`` construct, with
+its settings) and ``items`` (what will be copied and deleted, and why).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 from .errors import ContractError
 from .schema_check import validate_document
 
-DATA_PLAN_SCHEMA_VERSION = "1.0.0"
+DATA_PLAN_SCHEMA_VERSION = "1.1.0"
 DATA_PLAN_KIND = "lepton-cdk/data-plan"
 
 

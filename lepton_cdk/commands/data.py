@@ -1,0 +1,210 @@
+"""`lepton data plan | sync | verify`: move a data set between local folders, S3 and Cloud Storage."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Migrate data between clouds: plan (priced), sync (verified, resumable), verify.",
+                  no_args_is_help=True)
+
+
+class Mode(StrEnum):
+    """What a sync moves."""
+
+    full = "full"
+    incremental = "incremental"
+    partial = "partial"
+
+
+class Transcode(StrEnum):
+    """Formats CSV tables can be converted to before transfer."""
+
+    parquet = "parquet"
+
+
+SrcArg = Annotated[str, typer.Argument(metavar="SRC", help="Source: a folder, file:///path, s3://bucket/prefix or gs://bucket/prefix.")]
+DstArg = Annotated[str, typer.Argument(metavar="DST", help="Destination: a folder, file:///path, s3://bucket/prefix or gs://bucket/prefix.")]
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="full: copy every selected object (with --delete, remove what the source "
+                                                      "lacks); incremental: only new or changed; partial: incremental over "
+                                                      "--include/--exclude.")]
+IncludeOpt = Annotated[list[str] | None, typer.Option("--include", metavar="GLOB", help="Glob over keys to select (repeatable); * stays in a "
+                                                                        "folder, ** crosses folders, 'dir/' means all under dir.")]
+ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Glob over keys to leave out (repeatable).")]
+DeleteOpt = Annotated[bool, typer.Option("--delete", help="With --mode full: delete destination objects the source does not have.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+EndpointOpt = Annotated[str | None, typer.Option("--endpoint", metavar="URL", help="S3 endpoint URL (e.g. a local moto or MinIO). "
+                                                                    "Default: AWS_ENDPOINT_URL, else AWS.")]
+JournalOpt = Annotated[Path | None, typer.Option("--journal", help="Journal file for resume and incremental runs. Default: "
+                                                                   "$XDG_STATE_HOME/lepton/sync/<hash of SRC and DST>.jsonl.")]
+TranscodeOpt = Annotated[Transcode | None, typer.Option("--transcode", help="Convert *.csv to Parquet (zstd) before transfer, "
+                                                                            "proving row count and content equal.")]
+
+
+def _open(uri: str, endpoint: str | None, part_size_mib: int = 8, threshold_mib: int = 16, workers: int = 8):
+    from model_pipeline.storage import open_store
+
+    store = open_store(uri, endpoint if uri.lower().startswith("s3://") else None)
+    store.part_size = part_size_mib * 2**20
+    store.multipart_threshold = threshold_mib * 2**20
+    return store
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _plan_text(doc: dict, limit: int = 10) -> str:
+    lines = [f"plan ({doc['mode']}): {doc['source']['uri']} ({doc['source']['cloud']} {doc['source']['region']}) -> "
+             f"{doc['destination']['uri']} ({doc['destination']['cloud']} {doc['destination']['region']})",
+             f"  copy   {doc['objects_to_copy']:>8,} objects  {_human(doc['bytes_to_copy']):>12}",
+             f"  skip   {doc['objects_unchanged']:>8,} objects  {_human(doc['bytes_unchanged']):>12}  (unchanged)",
+             f"  delete {doc['objects_to_delete']:>8,} objects  {_human(doc['bytes_to_delete']):>12}"]
+    cost = doc["estimated_egress_usd"]
+    shown = "unpriced" if cost is None else f"${cost:,.2f}" if cost >= 1 else f"${cost:.4f}"
+    lines.append(f"  egress: {shown}  ({doc['egress_cost_detail']})")
+    lines.append(f"  estimated time: {doc['estimated_seconds']:,.1f} s (assumes {doc['estimate_assumes']})")
+    native = doc["native_transfer"]
+    if native.get("construct"):
+        verdict = "recommended" if native["recommended"] else "not needed"
+        lines.append(f"  {native['construct']} ({native['service']}): {verdict}: {native['reason']}")
+        lines.append(f"    settings: {json.dumps(native['settings'])}")
+        if native.get("note"):
+            lines.append(f"    note: {native['note']}")
+    else:
+        lines.append(f"  DataTransferJob: {native['reason']}")
+    for item in doc["items"][:limit]:
+        lines.append(f"  {item['action']:<6} {item['key']}{' -> ' + item['dest_key'] if item['dest_key'] != item['key'] else ''}"
+                     f"  ({_human(item['bytes'])}, {item['reason']})")
+    more = doc["objects_to_copy"] + doc["objects_to_delete"] - min(limit, len(doc["items"]))
+    if more > 0:
+        lines.append(f"  ... and {more:,} more (--json lists them)")
+    return "\n".join(lines)
+
+
+def _build(src: str, dst: str, mode: Mode, include, exclude, delete: bool, endpoint, journal_path, transcode, workers: int = 8,
+           part_size_mib: int = 8, threshold_mib: int = 16):
+    from lepton_cdk.progress import ProgressReporter
+    from model_pipeline.sync import Journal, build_plan, default_journal_path
+
+    source = _open(src, endpoint, part_size_mib, threshold_mib)
+    destination = _open(dst, endpoint, part_size_mib, threshold_mib)
+    journal = Journal(journal_path or default_journal_path(source.uri, destination.uri), source.uri, destination.uri)
+    reporter = ProgressReporter()
+    with reporter.stage("Listing source and destination"):
+        plan = build_plan(source, destination, mode=mode.value, include=tuple(include or ()), exclude=tuple(exclude or ()),
+                          delete=delete, transcode=transcode.value if transcode else None, journal=journal,
+                          workers=workers, progress=reporter)
+    return plan, journal
+
+
+@app.command("plan")
+def plan_command(
+    src: SrcArg,
+    dst: DstArg,
+    mode: ModeOpt = Mode.incremental,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    delete: DeleteOpt = False,
+    as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None,
+    journal: JournalOpt = None,
+    transcode: TranscodeOpt = None,
+    prices: Annotated[Path | None, typer.Option("--prices", help="A price catalog CSV instead of the shipped, dated one.")] = None,
+) -> None:
+    """List what a sync would copy, skip and delete, with the egress cost, the time and the DataTransferJob settings."""
+    from lepton_cdk.review.prices import load_catalog
+    from model_pipeline.sync import plan_to_contract
+
+    plan, _ = _build(src, dst, mode, include, exclude, delete, endpoint, journal, transcode)
+    doc = plan_to_contract(plan, load_catalog(prices))
+    typer.echo(json.dumps(doc, indent=2, ensure_ascii=False) if as_json else _plan_text(doc))
+
+
+@app.command("sync")
+def sync_command(
+    src: SrcArg,
+    dst: DstArg,
+    mode: ModeOpt = Mode.incremental,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    delete: DeleteOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and move nothing.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Objects copied in parallel.")] = 8,
+    transcode: TranscodeOpt = None,
+    journal: JournalOpt = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Where to write the migration manifest. "
+                                                                      "Default: beside the journal, <journal>.manifest.json.")] = None,
+    part_size_mib: Annotated[int, typer.Option("--part-size-mib", min=5, max=5120, help="Multipart part size (memory per worker).")] = 8,
+    multipart_threshold_mib: Annotated[int, typer.Option("--multipart-threshold-mib", min=5,
+                                                         help="Objects this large or larger upload in parts.")] = 16,
+    as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None,
+) -> None:
+    """Copy SRC to DST: streamed, parallel, verified at the destination, journaled for resume, with a migration manifest."""
+    from lepton_cdk.progress import TransferProgress
+    from model_pipeline.sync import SyncIncompleteError, SyncOptions, plan_to_contract, run_sync
+
+    plan, jour = _build(src, dst, mode, include, exclude, delete, endpoint, journal, transcode, workers,
+                        part_size_mib, multipart_threshold_mib)
+    if dry_run:
+        doc = plan_to_contract(plan)
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False) if as_json else _plan_text(doc))
+        return
+    manifest_path = manifest or jour.path.with_suffix(".manifest.json")
+    result = run_sync(plan, jour, SyncOptions(workers=workers, manifest_path=manifest_path),
+                      TransferProgress(f"sync {plan.mode}"))
+    summary = result.to_dict()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(f"{'ok' if result.ok else 'INCOMPLETE'}: {summary['objects_copied']:,} objects copied "
+                   f"({summary['bytes_sent']:,} bytes sent, {summary['bytes_read']:,} read), "
+                   f"{summary['objects_skipped']:,} unchanged or already done, {summary['objects_deleted']:,} deleted, "
+                   f"{summary['retries']} retries, {summary['seconds']:.1f}s; verified by {', '.join(summary['verified_by']) or '-'}")
+        for t in summary["transcoded"]:
+            typer.echo(f"  transcoded {t['key']} -> {t['dest_key']}: {t['csv_bytes']:,} -> {t['parquet_bytes']:,} bytes, "
+                       f"{t['rows']:,} rows, fingerprint {t['fingerprint'][:16]}.. equal")
+        typer.echo(f"  manifest: {summary['manifest']}\n  journal: {summary['journal']}")
+    if not result.ok:
+        problems = [f"{k}: {e}" for k, e in (*result.changed_during_run, *result.failed)]
+        raise SyncIncompleteError(f"{len(problems)} object(s) not copied ({'; '.join(problems[:3])}"
+                                  f"{'; ...' if len(problems) > 3 else ''}); re-run the same command to resume")
+
+
+@app.command("verify")
+def verify_command(
+    src: SrcArg,
+    dst: DstArg,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Check both trees against this migration manifest "
+                                                                      "instead of against each other.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Objects checked in parallel.")] = 8,
+    as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None,
+) -> None:
+    """Compare two trees (or both with a migration manifest) by size and hash; exit 1 listing every difference."""
+    from model_pipeline.sync import VerifyError, verify_against_manifest, verify_trees
+
+    source, destination = _open(src, endpoint), _open(dst, endpoint)
+    if manifest is not None:
+        report = verify_against_manifest(source, destination, manifest, workers=workers)
+    else:
+        report = verify_trees(source, destination, workers=workers)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        how = ", ".join(f"{n} by {k}" for k, n in sorted(report.compared_by.items()))
+        typer.echo(f"{'ok' if report.ok else 'DIFFERENT'}: {report.checked:,} objects checked ({how or 'none compared'}), "
+                   f"{len(report.differences)} differences")
+        for key, problem in report.differences:
+            typer.echo(f"  {key}: {problem}")
+    if not report.ok:
+        raise VerifyError(f"{len(report.differences)} difference(s) between {report.source} and {report.destination}")

@@ -1,0 +1,291 @@
+"""`lepton data sync` between local folders: verified copies, incremental runs, resume after a kill,
+corruption and concurrent changes caught, the migration manifest, and `lepton data verify`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lepton_cdk.contract.checksums import digest_file
+from model_pipeline.storage import LocalStore
+from model_pipeline.storage.local import TMP_MARKER
+from model_pipeline.sync import (
+    Journal,
+    SyncOptions,
+    build_plan,
+    read_migration_manifest,
+    run_sync,
+    verify_against_manifest,
+    verify_trees,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for key, data in files.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def sync(src: Path, dst: Path, journal: Path, *, mode="incremental", store_cls=LocalStore, src_cls=LocalStore,
+         part_size=64 * 1024, **kw):
+    source, destination = src_cls(src), store_cls(dst)
+    source.part_size = destination.part_size = part_size
+    j = Journal(journal, source.uri, destination.uri)
+    plan = build_plan(source, destination, mode=mode, journal=j, **kw)
+    return run_sync(plan, j, SyncOptions(workers=4, backoff_s=0.01, manifest_path=journal.with_suffix(".manifest.json")))
+
+
+@pytest.fixture
+def src(tmp_path) -> Path:
+    files = {f"small/{i:03d}.bin": os.urandom(100 + i) for i in range(40)}
+    files.update({"big/blob.bin": os.urandom(700_000), "zero": b"", "with space/ünïcode ✓.txt": "héllo".encode()})
+    return write_tree(tmp_path / "src", files)
+
+
+def test_local_sync_copies_every_object_verified_and_writes_the_manifest(src, tmp_path):
+    result = sync(src, tmp_path / "dst", tmp_path / "j.jsonl")
+    assert result.ok and len(result.copied) == 43
+    assert tree(tmp_path / "dst") == tree(src)
+    assert {r.verified_by for r in result.copied} == {"read-back sha256"}
+    entries = {e.key: e for e in read_migration_manifest(result.manifest_path)}
+    assert set(entries) == set(tree(src))
+    big = digest_file(src / "big/blob.bin")
+    assert (entries["big/blob.bin"].sha256, entries["big/blob.bin"].crc32c, entries["big/blob.bin"].bytes) == \
+        (big.sha256, big.crc32c, big.bytes)
+    assert verify_against_manifest(LocalStore(src), LocalStore(tmp_path / "dst"), result.manifest_path).ok
+    assert not [p for p in (tmp_path / "dst").rglob("*") if TMP_MARKER in p.name]
+
+
+def test_incremental_rerun_moves_zero_bytes_and_one_change_moves_exactly_it(src, tmp_path):
+    journal = tmp_path / "j.jsonl"
+    sync(src, tmp_path / "dst", journal)
+    again = sync(src, tmp_path / "dst", journal)
+    assert again.ok and again.copied == [] and again.bytes_sent == 0 and again.skipped == 43
+    (src / "small/007.bin").write_bytes(b"changed!" * 20)
+    (src / "new.txt").write_bytes(b"new object")
+    third = sync(src, tmp_path / "dst", journal)
+    assert sorted(r.key for r in third.copied) == ["new.txt", "small/007.bin"]
+    assert third.bytes_sent == 160 + 10
+    assert tree(tmp_path / "dst") == tree(src)
+
+
+def test_without_a_journal_identical_objects_are_recognised_by_hash(src, tmp_path):
+    sync(src, tmp_path / "dst", tmp_path / "j1.jsonl")
+    fresh = sync(src, tmp_path / "dst", tmp_path / "other-journal.jsonl")
+    assert fresh.copied == [] and fresh.skipped == 43
+
+
+def test_full_with_delete_removes_what_the_source_lacks_and_without_delete_keeps_it(src, tmp_path):
+    dst = write_tree(tmp_path / "dst", {"stale/old.bin": b"old", "zero": b"not zero"})
+    kept = sync(src, dst, tmp_path / "j.jsonl", mode="full")
+    assert kept.ok and len(kept.copied) == 43 and (dst / "stale/old.bin").exists() and (dst / "zero").read_bytes() == b""
+    removed = sync(src, dst, tmp_path / "j.jsonl", mode="full", delete=True)
+    assert removed.deleted == ["stale/old.bin"] and not (dst / "stale").exists()
+    assert tree(dst) == tree(src)
+
+
+def test_partial_sync_moves_only_the_selected_subset(src, tmp_path):
+    result = sync(src, tmp_path / "dst", tmp_path / "j.jsonl", mode="partial", include=("small/00*",), exclude=("small/009.bin",))
+    assert sorted(tree(tmp_path / "dst")) == [f"small/00{i}.bin" for i in range(9)]
+    assert result.ok
+
+
+class CorruptingStore(LocalStore):
+    """A destination whose writes flip one byte on the way in, like a bad link or disk."""
+
+    def write(self, key, chunks, size, expected):
+        def flipped():
+            for i, chunk in enumerate(chunks):
+                if i == 0 and chunk:
+                    chunk = bytes([chunk[0] ^ 0x01]) + chunk[1:]
+                yield chunk
+        return super().write(key, flipped(), size, expected)
+
+
+def test_a_corrupt_byte_is_caught_retried_and_never_left_under_the_key(src, tmp_path):
+    result = sync(src, tmp_path / "dst", tmp_path / "j.jsonl", store_cls=CorruptingStore, include=("big/**",))
+    assert not result.ok and result.copied == []
+    [(key, error)] = result.failed
+    assert key == "big/blob.bin" and "differs from the source" in error and "5 attempts" in error
+    assert result.retries == 4
+    assert list((tmp_path / "dst").rglob("*.bin")) == []  # neither the bad copy nor a temp file
+    assert not [p for p in (tmp_path / "dst").rglob("*") if TMP_MARKER in p.name]
+
+
+class ChangingSource(LocalStore):
+    """A source folder where another process rewrites big/blob.bin while it is being read."""
+
+    def open_read(self, info):
+        cm = super().open_read(info)
+        if info.key != "big/blob.bin":
+            return cm
+
+        class Wrapped:
+            def __enter__(inner):
+                chunks = cm.__enter__()
+
+                def gen():
+                    for i, chunk in enumerate(chunks):
+                        if i == 1:
+                            with open(self.root / info.key, "ab") as fh:
+                                fh.write(b"appended by someone else")
+                        yield chunk
+                return gen()
+
+            def __exit__(inner, *exc):
+                return cm.__exit__(*exc)
+        return Wrapped()
+
+
+def test_a_source_object_changed_during_the_run_is_reported_and_not_copied(src, tmp_path):
+    result = sync(src, tmp_path / "dst", tmp_path / "j.jsonl", src_cls=ChangingSource)
+    assert [k for k, _ in result.changed_during_run] == ["big/blob.bin"]
+    assert not (tmp_path / "dst/big/blob.bin").exists()
+    assert len(result.copied) == 42 and not result.ok
+    resumed = sync(src, tmp_path / "dst", tmp_path / "j.jsonl")  # the next run takes the new version, and only it
+    assert [r.key for r in resumed.copied] == ["big/blob.bin"]
+    assert tree(tmp_path / "dst") == tree(src)
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from model_pipeline.storage import LocalStore
+    from model_pipeline.sync import Journal, SyncOptions, build_plan, run_sync
+    import model_pipeline.sync.engine as engine
+
+    src, dst, journal, after_objects, mid_object = sys.argv[1:4] + [int(a) for a in sys.argv[4:6]]
+    done = [0]
+    real_record = Journal.record
+
+    def record(self, rec):
+        real_record(self, rec)
+        done[0] += 1
+        if done[0] == after_objects and not mid_object:
+            os.kill(os.getpid(), signal.SIGKILL)
+    Journal.record = record
+
+    real_stream = engine._Copier._stream
+    def stream(self, chunks, digest, counter):
+        for i, chunk in enumerate(real_stream(self, chunks, digest, counter)):
+            if mid_object and done[0] == after_objects and i == 2:
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-object: some parts written, not finished
+            yield chunk
+    engine._Copier._stream = stream
+
+    s, d = LocalStore(src), LocalStore(dst)
+    s.part_size = d.part_size = 64 * 1024
+    j = Journal(journal, s.uri, d.uri)
+    run_sync(build_plan(s, d, mode="full", journal=j), j, SyncOptions(workers=1))
+""")
+
+
+@pytest.mark.parametrize(("after_objects", "mid_object"), [(0, 1), (1, 0), (20, 0), (42, 0)],
+                         ids=["mid-multipart-object", "after-1", "after-20", "before-the-last"])
+def test_a_sync_killed_at_any_point_resumes_without_resending_finished_objects(src, tmp_path, after_objects, mid_object):
+    dst, journal = tmp_path / "dst", tmp_path / "journal.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CI": "true"}
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(src), str(dst), str(journal), str(after_objects), str(mid_object)],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert killed.returncode == -9, killed.stderr
+    finished = {p.relative_to(dst).as_posix(): p.stat().st_mtime_ns for p in dst.rglob("*") if p.is_file() and TMP_MARKER not in p.name}
+    assert len(finished) == after_objects  # the big object (first, largest first) was never visible half-written
+    proc = subprocess.run([sys.executable, "-m", "lepton_cdk.cli", "data", "sync", str(src), str(dst), "--mode", "full",
+                           "--journal", str(journal), "--json"], env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["objects_resumed"] == after_objects
+    assert summary["objects_copied"] == 43 - after_objects
+    for key, mtime in finished.items():  # nothing finished before the kill was written again
+        assert (dst / key).stat().st_mtime_ns == mtime, key
+    assert tree(dst) == tree(src)
+    # the run completed: a new full run copies everything again
+    again = subprocess.run([sys.executable, "-m", "lepton_cdk.cli", "data", "sync", str(src), str(dst), "--mode", "full",
+                            "--journal", str(journal), "--json", "--dry-run"], env=env, capture_output=True, text=True,
+                           timeout=60, cwd=REPO)
+    assert json.loads(again.stdout)["objects_to_copy"] == 43
+
+
+def test_transcode_parquet_proves_equal_rows_and_sends_fewer_bytes(tmp_path):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from model_pipeline.datasets import write_sample
+
+    src = tmp_path / "src"
+    write_sample(src / "tables", n_source=3000, n_target=300)
+    (src / "notes.txt").write_text("not a table")
+    result = sync(src, tmp_path / "dst", tmp_path / "j.jsonl", transcode="parquet")
+    assert result.ok
+    assert sorted(tree(tmp_path / "dst")) == ["notes.txt", "tables/source.parquet", "tables/target.parquet"]
+    rec = {r.key: r for r in result.copied}["tables/source.csv"]
+    assert rec.transcoded["rows"] == 3000 and rec.dest_bytes < rec.bytes * 0.6
+    csv_table = pacsv.read_csv(src / "tables/source.csv")
+    assert pq.read_table(tmp_path / "dst/tables/source.parquet").equals(csv_table)
+    entries = {e.key: e for e in read_migration_manifest(result.manifest_path)}
+    assert entries["tables/source.csv"].dest_key == "tables/source.parquet"
+    assert entries["tables/source.csv"].source_sha256 == digest_file(src / "tables/source.csv").sha256
+    assert verify_against_manifest(LocalStore(src), LocalStore(tmp_path / "dst"), result.manifest_path).ok
+    assert sync(src, tmp_path / "dst", tmp_path / "j.jsonl", transcode="parquet").copied == []  # incremental: nothing
+
+
+def test_a_csv_that_parquet_cannot_hold_is_refused_and_nothing_is_sent(tmp_path):
+    src = write_tree(tmp_path / "src", {"bad.csv": b"a,b\n1,2\n3\n"})  # a row with a missing field
+    result = sync(src, tmp_path / "dst", tmp_path / "j.jsonl", transcode="parquet")
+    assert not result.ok and "cannot parse it as CSV" in result.failed[0][1]
+    assert not list(tmp_path.glob("dst/**/*.parquet"))
+
+
+def test_verify_lists_missing_extra_resized_and_corrupted_objects(src, tmp_path):
+    dst = tmp_path / "dst"
+    result = sync(src, dst, tmp_path / "j.jsonl")
+    assert verify_trees(LocalStore(src), LocalStore(dst)).ok
+    (dst / "small/001.bin").unlink()
+    (dst / "extra.bin").write_bytes(b"x")
+    (dst / "small/002.bin").write_bytes(b"short")
+    blob = bytearray((dst / "big/blob.bin").read_bytes())
+    blob[123_456] ^= 0xFF  # one flipped bit pattern in one byte, same size
+    (dst / "big/blob.bin").write_bytes(bytes(blob))
+    report = verify_trees(LocalStore(src), LocalStore(dst))
+    assert dict(report.differences) == {
+        "big/blob.bin": "content differs (sha256)", "extra.bin": "only at the destination",
+        "small/001.bin": "missing at the destination",
+        "small/002.bin": "size differs: 102 bytes at the source, 5 at the destination"}
+    by_manifest = verify_against_manifest(LocalStore(src), LocalStore(dst), result.manifest_path)
+    assert {k for k, _ in by_manifest.differences} == {"big/blob.bin", "small/001.bin", "small/002.bin"}
+
+
+def test_cli_verify_exits_non_zero_listing_differences(src, tmp_path):
+    dst = tmp_path / "dst"
+    sync(src, dst, tmp_path / "j.jsonl")
+    (dst / "zero").write_bytes(b"!")
+    env = {**os.environ, "CI": "true"}
+    proc = subprocess.run([sys.executable, "-m", "lepton_cdk.cli", "data", "verify", str(src), str(dst)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "  zero: size differs: 0 bytes at the source, 1 at the destination" in proc.stdout
+    assert proc.stderr.strip() == f"error: 1 difference(s) between {src} and {dst}"
+
+
+def test_one_journal_file_for_two_pairs_keeps_their_records_apart(src, tmp_path):
+    journal = tmp_path / "shared.jsonl"
+    sync(src, tmp_path / "dst1", journal)
+    assert len(Journal(journal, LocalStore(src).uri, LocalStore(tmp_path / "dst1").uri).records) == 43
+    assert Journal(journal, LocalStore(src).uri, LocalStore(tmp_path / "dst2").uri).records == {}
+    other = sync(src, tmp_path / "dst2", journal)
+    assert len(other.copied) == 43 and tree(tmp_path / "dst2") == tree(src)
+    assert sync(src, tmp_path / "dst1", journal).copied == []
