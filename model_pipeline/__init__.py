@@ -5,7 +5,13 @@ target domain (``task + lambda * trans``) -> ONNX export -> parity gate ->
 ``manifest.json``. Entry point: :func:`model_pipeline.pipeline.run_pipeline`.
 
 Modules: ``datasets`` (bundled synthetic sample), ``data`` (load, clean,
-split, preprocess, fingerprint), ``models``, ``losses``, ``train``,
-``export``, ``validate`` (parity gate), ``pipeline``. Importing this package
-imports nothing heavy; import the module you need.
+split, preprocess, fingerprint), ``schema`` (read any table, infer numeric
+and categorical columns, reconcile counts), ``config`` (YAML/TOML config
+files), ``models`` (MLP, tabular transformer, low-rank adapters),
+``losses``, ``train`` (strategies full/head/adapter), ``export`` (ONNX,
+categorical encoding in the graph), ``validate`` (parity gate),
+``quantize`` (int8, gated on decision agreement), ``report`` (Markdown,
+plots, TensorBoard), ``remote`` (SageMaker / Vertex AI job requests),
+``predict`` (verify, then score a table), ``pipeline``. Importing this
+package imports nothing heavy; import the module you need.
 """

@@ -91,10 +91,10 @@ def load_table(path: str | Path, features: Sequence[str] = FEATURES, label: str 
     if raw.empty:
         raise DataError(f"data file {path} has a header but no rows; export the data again with its rows")
     if label not in raw.columns:
-        raise DataError(f"data file {path} has no label column {label!r} (columns: {', '.join(map(str, raw.columns[:12]))}); add it or pass label=")
+        raise DataError(f"data file {path} has no label column {label!r} (columns: {', '.join(map(str, raw.columns[:12]))}); pass the right column with --label COLUMN")
     missing = [f for f in features if f not in raw.columns]
     if missing:
-        raise DataError(f"data file {path} lacks feature column(s) {', '.join(missing)}; add them (blank cells are allowed) or pass features=")
+        raise DataError(f"data file {path} lacks feature column(s) {', '.join(missing)}; add them (blank cells are allowed) or use a pipeline config that names the features")
     out = pd.DataFrame({name: _numeric_column(raw, name, path) for name in [*features, label]})
     labels = out[label].dropna()
     odd = labels[~labels.isin([0.0, 1.0])]
@@ -153,22 +153,31 @@ class Split:
     test: pd.DataFrame
 
 
-def split(df: pd.DataFrame, seed: int, val_frac: float = 0.15, test_frac: float = 0.2, label: str = LABEL) -> Split:
+def split(df: pd.DataFrame, seed: int, val_frac: float = 0.15, test_frac: float = 0.2, label: str = LABEL,
+          task: str = "classification") -> Split:
     """Stratified, seeded split: each class is shuffled and cut separately, so
     every partition keeps the label's base rate. Rows keep their original
-    order within a partition; the same frame and seed give the same split."""
+    order within a partition; the same frame and seed give the same split.
+    For ``task="regression"`` the strata are the label's quintiles."""
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise DataError(f"val_frac={val_frac} and test_frac={test_frac} must each lie in (0, 1) and sum to less than 1")
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    y = df[label].to_numpy()
-    for cls in (0.0, 1.0):
+    y = df[label].to_numpy(dtype=np.float64)
+    if task == "regression":
+        # quintile bins: every partition sees the whole range of the target
+        edges = np.unique(np.quantile(y, [0.2, 0.4, 0.6, 0.8]))
+        y = np.searchsorted(edges, y, side="right").astype(np.float64)
+        strata = sorted(set(y.tolist()))
+    else:
+        strata = [0.0, 1.0]
+    for cls in strata:
         idx = rng.permutation(np.flatnonzero(y == cls))
         n_test, n_val = round(len(idx) * test_frac), round(len(idx) * val_frac)
         if min(n_test, n_val, len(idx) - n_test - n_val) < 1:
             raise DataError(
-                f"class {int(cls)} has only {len(idx)} row(s), too few to put one in each of train, validation and test; "
-                "add labelled rows of that class"
+                f"{'class' if task != 'regression' else 'label quintile'} {int(cls)} has only {len(idx)} row(s), too few to put one in "
+                "each of train, validation and test; add labelled rows of that class"
             )
         parts["test"].append(idx[:n_test])
         parts["val"].append(idx[n_test:n_test + n_val])
@@ -193,10 +202,27 @@ class Preprocessor:
     clip_high: tuple[float, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # one-hot encoded text columns and, per column, the categories seen in the
+    # training rows (sorted). A missing value ("") or a category the training
+    # rows never had encodes as all zeros, here and in the exported graph.
+    categorical: tuple[str, ...] = ()
+    categories: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def width(self) -> int:
+        """Columns of the network's input: one per numeric feature plus one per category."""
+        return len(self.features) + sum(len(c) for c in self.categories)
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, features: Sequence[str] = FEATURES) -> Preprocessor:
-        """Learn the parameters from the training rows ``train``."""
+    def fit(cls, train: pd.DataFrame, features: Sequence[str] = FEATURES, categorical: Sequence[str] = ()) -> Preprocessor:
+        """Learn the parameters from the training rows ``train`` (numeric ``features``, text ``categorical`` columns)."""
+        cats: list[tuple[str, ...]] = []
+        for col in categorical:
+            values = sorted({str(v) for v in train[col].tolist() if isinstance(v, str) and v != ""} |
+                            {str(v) for v in train[col].tolist() if not isinstance(v, str) and not pd.isna(v)})
+            if not values:
+                raise DataError(f"categorical column {col!r} has no values in the training rows; fill it or drop it with data.drop_columns")
+            cats.append(tuple(values))
         x = train[list(features)].to_numpy(dtype=np.float64)
         empty = [f for f, n in zip(features, np.isfinite(x).sum(axis=0), strict=True) if n == 0]
         if empty:
@@ -207,11 +233,59 @@ class Preprocessor:
         mean, std = x.mean(axis=0), x.std(axis=0)
         # a constant feature would divide by zero; scale 1 leaves it at 0 after centring
         std = np.where(std > 1e-12, std, 1.0)
-        return cls(tuple(features), *(tuple(float(v) for v in a) for a in (median, low, high, mean, std)))
+        return cls(tuple(features), *(tuple(float(v) for v in a) for a in (median, low, high, mean, std)),
+                   categorical=tuple(categorical), categories=tuple(cats))
 
-    def transform(self, df: pd.DataFrame) -> np.ndarray:
-        """The model inputs for ``df``: a float32 array of shape [rows, features]."""
-        return self.transform_array(df[list(self.features)].to_numpy(dtype=np.float32))
+    def transform(self, df: pd.DataFrame, strict: bool = False) -> np.ndarray:
+        """The model inputs for ``df``: a float32 array of shape [rows, :attr:`width`].
+
+        With ``strict``, a category the training rows never had raises
+        :class:`DataError` (the served graph would encode it as all zeros).
+        """
+        x = self.transform_array(df[list(self.features)].to_numpy(dtype=np.float32))
+        if not self.categorical:
+            return x
+        return np.concatenate([x, self.onehot(self.categorical_values(df), strict=strict)], axis=1)
+
+    def outlier_counts(self, df: pd.DataFrame) -> dict[str, int]:
+        """Per numeric feature, how many present values of ``df`` lie outside the clip bounds (they get clipped)."""
+        x = df[list(self.features)].to_numpy(dtype=np.float64)
+        low, high = np.asarray(self.clip_low), np.asarray(self.clip_high)
+        with np.errstate(invalid="ignore"):
+            out = (~np.isnan(x)) & ((x < low) | (x > high))
+        return {f: int(n) for f, n in zip(self.features, out.sum(axis=0), strict=True)}
+
+    def categorical_values(self, df: pd.DataFrame) -> np.ndarray:
+        """The raw text of the categorical columns, ``[rows, len(categorical)]`` (missing as "")."""
+        cols = [df[c].map(lambda v: "" if (not isinstance(v, str) and pd.isna(v)) else str(v)).to_numpy(dtype=object)
+                for c in self.categorical]
+        return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0), dtype=object)
+
+    def unseen_categories(self, values: np.ndarray) -> dict[str, list[str]]:
+        """Per categorical column, the values in ``values`` ([rows, m] text) the training rows never had."""
+        out: dict[str, list[str]] = {}
+        for j, (col, cats) in enumerate(zip(self.categorical, self.categories, strict=True)):
+            known = set(cats) | {""}
+            bad = sorted({str(v) for v in values[:, j] if str(v) not in known})
+            if bad:
+                out[col] = bad
+        return out
+
+    def onehot(self, values: np.ndarray, strict: bool = False) -> np.ndarray:
+        """One-hot float32 ``[rows, sum(categories)]`` for raw text ``values`` ``[rows, m]``."""
+        if strict:
+            unseen = self.unseen_categories(values)
+            if unseen:
+                col, vals = next(iter(unseen.items()))
+                raise DataError(
+                    f"column {col!r} has category {vals[0]!r} ({len(vals)} unseen value(s)) that the model never saw in training "
+                    f"(known: {', '.join(self.categories[self.categorical.index(col)][:8])}); map it to a known category or leave it blank"
+                )
+        blocks = []
+        for j, cats in enumerate(self.categories):
+            col = np.asarray([str(v) for v in values[:, j]], dtype=object)
+            blocks.append((col[:, None] == np.asarray(cats, dtype=object)[None, :]).astype(np.float32))
+        return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(values), 0), dtype=np.float32)
 
     def transform_array(self, x: np.ndarray) -> np.ndarray:
         """:meth:`transform` for a raw float array already in feature order."""
@@ -233,6 +307,8 @@ class Preprocessor:
                  "mean": self.mean[i], "std": self.std[i]}
                 for i, f in enumerate(self.features)
             ],
+            "categorical": [{"name": c, "categories": list(cats), "unseen": "all-zero one-hot"}
+                            for c, cats in zip(self.categorical, self.categories, strict=True)],
         }
 
     @classmethod
@@ -244,7 +320,10 @@ class Preprocessor:
         try:
             rows = doc["features"]
             cols = {k: tuple(float(r[k]) for r in rows) for k in ("median", "clip_low", "clip_high", "mean", "std")}
-            pre = cls(features=tuple(str(r["name"]) for r in rows), **cols)
+            cat_rows = doc.get("categorical", [])
+            pre = cls(features=tuple(str(r["name"]) for r in rows), **cols,
+                      categorical=tuple(str(r["name"]) for r in cat_rows),
+                      categories=tuple(tuple(str(c) for c in r["categories"]) for r in cat_rows))
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"preprocessor parameters are malformed ({type(exc).__name__}: {exc}); re-run the pipeline to regenerate them") from None
         if not all(math.isfinite(v) for k in cols for v in cols[k]) or min(pre.std, default=1.0) <= 0:

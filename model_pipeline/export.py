@@ -16,7 +16,9 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -24,9 +26,24 @@ from torch import nn
 from lepton_cdk.contract import Signature, TensorSpec
 
 INPUT_NAME = "features"
+NUMERIC_INPUT = "numeric"  # with categorical columns, the raw numbers come in here ...
+CATEGORICAL_INPUT = "categorical"  # ... and the raw text here, [batch, m] tensor(string)
 OUTPUT_NAMES = ("logit", "probability")
+REGRESSION_OUTPUTS = ("prediction",)
 BATCH_DIM = "batch"
 DEFAULT_OPSET = 18
+ML_DOMAIN, ML_OPSET = "ai.onnx.ml", 3
+_ONEHOT = "onehot"  # internal: the encoded categoricals, input of the torch-exported part
+
+
+def output_names(task: str) -> tuple[str, ...]:
+    """The graph's outputs for ``task``: ``logit, probability`` (classification) or ``prediction`` (regression)."""
+    return REGRESSION_OUTPUTS if task == "regression" else OUTPUT_NAMES
+
+
+def input_names(n_categorical: int) -> tuple[str, ...]:
+    """The graph's inputs: ``features`` alone, or ``numeric`` and ``categorical`` when there are categorical columns."""
+    return (NUMERIC_INPUT, CATEGORICAL_INPUT) if n_categorical else (INPUT_NAME,)
 
 
 class ExportError(RuntimeError):
@@ -37,34 +54,48 @@ def _dtype_name(elem_type: int) -> str:
     return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
 
 
-def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
+def _tensor_spec(value: onnx.ValueInfoProto, columns: Sequence[str] | None = None) -> TensorSpec:
     dims: list[int | str] = [d.dim_param if d.HasField("dim_param") else int(d.dim_value) for d in value.type.tensor_type.shape.dim]
-    return TensorSpec(name=value.name, dtype=_dtype_name(value.type.tensor_type.elem_type), shape=dims)
+    elem = value.type.tensor_type.elem_type
+    dtype = "string" if elem == onnx.TensorProto.STRING else _dtype_name(elem)
+    return TensorSpec(name=value.name, dtype=dtype, shape=dims, columns=list(columns) if columns is not None else None)
 
 
-def read_signature(path: str | Path, feature_names: Sequence[str] = ()) -> Signature:
-    """The I/O signature of the ONNX file at ``path``: names, dtypes, dims (a string is dynamic) and opset."""
+def read_signature(path: str | Path, feature_names: Sequence[str] = (), columns: dict[str, Sequence[str]] | None = None) -> Signature:
+    """The I/O signature of the ONNX file at ``path``: names, dtypes, dims (a string is dynamic) and opset.
+
+    ``columns`` maps an input name to the raw table columns along its last
+    axis; they are recorded in the signature (manifest schema 1.1.0).
+    """
     model = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
         raise ExportError(f"{path} declares no default-domain opset; re-export the model")
     initializers = {i.name for i in model.graph.initializer}
+    fed = [v.name for v in model.graph.input if v.name not in initializers]
+    if columns is None and len(fed) == 1 and feature_names:
+        columns = {fed[0]: list(feature_names)}  # one input: its columns are the features
     return Signature(
         opset=int(opset),
         # older exporters list initializers among the inputs; a server feeds only the rest
-        inputs=[_tensor_spec(v) for v in model.graph.input if v.name not in initializers],
+        inputs=[_tensor_spec(v, (columns or {}).get(v.name)) for v in model.graph.input if v.name not in initializers],
         outputs=[_tensor_spec(v) for v in model.graph.output],
         exporter=f"{model.producer_name} {model.producer_version}".strip(),
         feature_names=list(feature_names),
     )
 
 
-def expected_signature_problems(sig: Signature, n_features: int) -> list[str]:
+def expected_signature_problems(sig: Signature, n_features: int, n_categorical: int = 0, task: str = "classification") -> list[str]:
     """How ``sig`` differs from the serving contract: one float32 input
-    ``features [batch, n_features]`` and float32 outputs ``logit`` and
-    ``probability``, each ``[batch, 1]``. Empty when it matches."""
-    want_in = [(INPUT_NAME, "float32", [BATCH_DIM, n_features])]
-    want_out = [(name, "float32", [BATCH_DIM, 1]) for name in OUTPUT_NAMES]
+    ``features [batch, n_features]`` (or ``numeric [batch, n_features]`` and
+    string ``categorical [batch, n_categorical]``) and float32 outputs
+    ``logit`` and ``probability`` (regression: ``prediction``), each
+    ``[batch, 1]``. Empty when it matches."""
+    if n_categorical:
+        want_in = [(NUMERIC_INPUT, "float32", [BATCH_DIM, n_features]), (CATEGORICAL_INPUT, "string", [BATCH_DIM, n_categorical])]
+    else:
+        want_in = [(INPUT_NAME, "float32", [BATCH_DIM, n_features])]
+    want_out = [(name, "float32", [BATCH_DIM, 1]) for name in output_names(task)]
     problems = []
     for kind, got, want in (("inputs", sig.inputs, want_in), ("outputs", sig.outputs, want_out)):
         have = [(t.name, t.dtype, list(t.shape)) for t in got]
@@ -73,7 +104,7 @@ def expected_signature_problems(sig: Signature, n_features: int) -> list[str]:
     return problems
 
 
-def _strip_debug_metadata(path: Path) -> None:
+def _strip_debug_metadata(path: Path, categories: Sequence[Sequence[str]] = ()) -> None:
     """Drop the exporter's per-node debug metadata (``pkg.torch.onnx.stack_trace`` and friends).
 
     It records the source file paths of the machine that exported, so the same
@@ -84,23 +115,77 @@ def _strip_debug_metadata(path: Path) -> None:
     model = onnx.load(str(path))
     for node in model.graph.node:
         del node.metadata_props[:]
+    if categories:
+        model = add_categorical_encoder(model, categories)
     onnx.save(model, str(path))
 
 
-def export_onnx(serving_model: nn.Module, path: str | Path, n_features: int, opset: int = DEFAULT_OPSET,
-                feature_names: Sequence[str] = ()) -> Signature:
-    """Export ``serving_model`` (raw features -> ``(logit, probability)``) to one ONNX file.
+def add_categorical_encoder(model: onnx.ModelProto, categories: Sequence[Sequence[str]]) -> onnx.ModelProto:
+    """Prepend string -> one-hot encoding to ``model`` (whose ``onehot`` input takes the encoded block).
 
-    The batch dimension is dynamic (named ``batch``); the feature dimension is
-    ``n_features``. Returns the signature read back from the written file and
-    raises :class:`ExportError` if it does not match that contract. The
-    exporter's progress prints are captured, and shown only if it fails.
+    The new input ``categorical`` is tensor(string) ``[batch, m]``, one column
+    per categorical feature. Each column goes through an ``ai.onnx.ml``
+    LabelEncoder (category -> index, anything else -> -1) and an Equal against
+    ``0..n-1``, so a missing ("") or unseen value encodes as all zeros, exactly
+    like :meth:`model_pipeline.data.Preprocessor.onehot`.
+    """
+    graph = model.graph
+    h = onnx.helper
+    nodes, inits, blocks = [], [], []
+    for j, cats in enumerate(categories):
+        idx, col, code, hit = f"cat_idx_{j}", f"cat_col_{j}", f"cat_code_{j}", f"cat_hit_{j}"
+        inits.append(onnx.numpy_helper.from_array(np.array([j], dtype=np.int64), idx))
+        inits.append(onnx.numpy_helper.from_array(np.arange(len(cats), dtype=np.int64), f"cat_range_{j}"))
+        nodes += [
+            h.make_node("Gather", [CATEGORICAL_INPUT, idx], [col], axis=1),
+            h.make_node("LabelEncoder", [col], [code], domain=ML_DOMAIN, keys_strings=list(cats),
+                        values_int64s=list(range(len(cats))), default_int64=-1),
+            h.make_node("Equal", [code, f"cat_range_{j}"], [hit]),
+            h.make_node("Cast", [hit], [f"cat_onehot_{j}"], to=onnx.TensorProto.FLOAT),
+        ]
+        blocks.append(f"cat_onehot_{j}")
+    nodes.append(h.make_node("Concat", blocks, [_ONEHOT], axis=1))
+    old_inputs = [i for i in graph.input if i.name != _ONEHOT]
+    del graph.input[:]
+    graph.input.extend(old_inputs + [h.make_tensor_value_info(CATEGORICAL_INPUT, onnx.TensorProto.STRING, [BATCH_DIM, len(categories)])])
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)
+    graph.initializer.extend(inits)
+    if not any(o.domain == ML_DOMAIN for o in model.opset_import):
+        model.opset_import.append(h.make_opsetid(ML_DOMAIN, ML_OPSET))
+    return model
+
+
+def export_onnx(serving_model: nn.Module, path: str | Path, n_features: int, opset: int = DEFAULT_OPSET,
+                feature_names: Sequence[str] = (), categories: Sequence[Sequence[str]] = (),
+                categorical_names: Sequence[str] = ()) -> Signature:
+    """Export ``serving_model`` (raw rows -> ``(logit, probability)`` or ``(prediction,)``) to one ONNX file.
+
+    The batch dimension is dynamic (named ``batch``); the numeric feature
+    dimension is ``n_features``. With ``categories`` (one list per categorical
+    column, as learned by the preprocessor), the graph also takes the raw text
+    of those columns and one-hot encodes it itself
+    (:func:`add_categorical_encoder`). Returns the signature read back from
+    the written file and raises :class:`ExportError` if it does not match that
+    contract. The exporter's progress prints are captured, and shown only if
+    it fails.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     serving_model.eval()
+    task = getattr(serving_model, "task", "classification")
+    outputs = output_names(task)
+    n_onehot = sum(len(c) for c in categories)
     # batch 2, not 1: torch.export specializes a size-1 dimension to a constant
-    example = torch.zeros(2, n_features, dtype=torch.float32)
+    example: tuple[torch.Tensor, ...] = (torch.zeros(2, n_features, dtype=torch.float32),)
+    names = [INPUT_NAME]
+    batch = torch.export.Dim(BATCH_DIM)
+    dynamic: tuple[dict[int, Any], ...] = ({0: batch},)
+    if categories:
+        example += (torch.zeros(2, n_onehot, dtype=torch.float32),)
+        names = [NUMERIC_INPUT, _ONEHOT]
+        dynamic = ({0: batch}, {0: batch})
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -113,23 +198,26 @@ def export_onnx(serving_model: nn.Module, path: str | Path, n_features: int, ops
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 serving_model,
-                (example,),
+                example,
                 str(tmp),
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                input_names=names,
+                output_names=list(outputs),
                 opset_version=opset,
                 # explicit, though dynamo is the 2.13 default: and with it we
                 # choose one self-contained file over model.onnx + model.onnx.data
                 dynamo=True,
                 external_data=False,
-                dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
+                dynamic_shapes=dynamic,
                 verbose=False,
             )
-        _strip_debug_metadata(tmp)
-        signature = read_signature(tmp, feature_names)
-        problems = expected_signature_problems(signature, n_features)
+        _strip_debug_metadata(tmp, categories)
+        columns = {NUMERIC_INPUT if categories else INPUT_NAME: list(feature_names)} if feature_names else {}
+        if categories:
+            columns[CATEGORICAL_INPUT] = list(categorical_names)
+        signature = read_signature(tmp, [*feature_names, *categorical_names], columns)
+        problems = expected_signature_problems(signature, n_features, len(categories), task)
         if problems:
-            raise ExportError(f"exported graph does not match the serving contract: {'; '.join(problems)}; check the model's forward() returns (logit, probability)")
+            raise ExportError(f"exported graph does not match the serving contract: {'; '.join(problems)}; check the model's forward() returns {outputs}")
         onnx.checker.check_model(str(tmp))
         umask = os.umask(0)
         os.umask(umask)

@@ -21,18 +21,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+CONSISTENCY = ("mse", "kd")
+
 
 class TransferLoss(nn.Module):
     """``(student_logits, teacher_logits, target) -> (total, task, trans)``; see the module doc.
 
     ``lambda_`` (>= 0) weighs the consistency term; 0 is plain fine-tuning.
+    ``task`` is ``"classification"`` (task loss: BCE on logits) or
+    ``"regression"`` (task loss: MSE). ``consistency="kd"`` (classification
+    only) replaces the squared logit distance with the distillation term
+    ``T^2 * KL(sigmoid(t/T) || sigmoid(s/T))`` at teacher temperature
+    ``temperature``: a higher T softens the teacher's confident answers.
     """
 
-    def __init__(self, lambda_: float = 0.5) -> None:
+    def __init__(self, lambda_: float = 0.5, *, task: str = "classification", consistency: str = "mse",
+                 temperature: float = 1.0) -> None:
         super().__init__()
         if not (isinstance(lambda_, (int, float)) and math.isfinite(lambda_) and lambda_ >= 0):
             raise ValueError(f"lambda_ is {lambda_!r}; it must be a finite number >= 0 (0 turns the consistency term off)")
+        if consistency not in CONSISTENCY or (consistency == "kd" and task != "classification"):
+            raise ValueError(f"consistency {consistency!r} with task {task!r}: use 'mse', or 'kd' for classification")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature is {temperature!r}; it must be a finite number > 0")
         self.lambda_ = float(lambda_)
+        self.task, self.consistency, self.temperature = task, consistency, float(temperature)
 
     def forward(
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor
@@ -41,8 +54,19 @@ class TransferLoss(nn.Module):
         if student_logits.shape != teacher_logits.shape:
             raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ in shape")
         target = target.to(student_logits.dtype).reshape(student_logits.shape)
-        task = F.binary_cross_entropy_with_logits(student_logits, target)
+        if self.task == "regression":
+            task = F.mse_loss(student_logits, target)
+        else:
+            task = F.binary_cross_entropy_with_logits(student_logits, target)
         # the teacher is fixed: no gradient may reach it through this term
-        diff = student_logits - teacher_logits.detach()
-        trans = diff.pow(2).sum(dim=1).mean()
+        teacher = teacher_logits.detach()
+        if self.consistency == "kd":
+            t = self.temperature
+            soft = torch.sigmoid(teacher / t)
+            # cross-entropy minus the teacher's own entropy: the KL divergence, 0 when the answers agree
+            kl = F.binary_cross_entropy_with_logits(student_logits / t, soft, reduction="none") - \
+                F.binary_cross_entropy_with_logits(teacher / t, soft, reduction="none")
+            trans = t * t * kl.sum(dim=1).mean()
+        else:
+            trans = (student_logits - teacher).pow(2).sum(dim=1).mean()
         return task + self.lambda_ * trans, task, trans

@@ -44,11 +44,12 @@ from lepton_cdk.contract import (
     write_manifest,
 )
 
-from .data import CleaningReport, Preprocessor, Split, clean, fingerprint, load_table, split
-from .datasets import FEATURES, LABEL, write_sample
+from .data import CleaningReport, DataError, Preprocessor, Split, clean, fingerprint, split
+from .datasets import LABEL, write_sample
 from .export import export_onnx
 from .losses import TransferLoss
-from .models import MLP, ServingModel
+from .models import MLP, ServingModel, TabularTransformer, widen_categories
+from .schema import TableSchema, infer_schema, read_table, reconcile, typed_frame
 from .train import TrainResult, evaluate, fine_tune, pretrain
 from .validate import check_parity
 
@@ -105,6 +106,34 @@ class PipelineConfig:
     # machine their spin-waiting made pretraining 5-20x slower. None leaves
     # torch's own setting.
     torch_threads: int | None = 1
+    # --- your own tables (schema inferred; see model_pipeline.schema) ---
+    label: str = LABEL
+    task: str = "classification"  # or "regression"
+    drop_columns: tuple[str, ...] = ()
+    max_categories: int = 50
+    # --- the network and how it is fine-tuned ---
+    model: str = "mlp"  # or "transformer"
+    d_model: int = 32  # transformer width, heads and blocks
+    n_heads: int = 4
+    n_layers: int = 2
+    strategy: str = "full"  # full | head | adapter
+    adapter_rank: int = 4
+    consistency: str = "mse"  # mse: squared logit distance; kd: distillation with `temperature`
+    temperature: float = 1.0
+    # also train from scratch on the target data and fine-tune with lambda 0,
+    # so the evaluation table answers "was transfer worth it?"
+    compare: bool = True
+    # --- extra outputs ---
+    quantize: bool = False  # int8 dynamic quantization, shipped only if its decisions agree with fp32
+    min_agreement: float = 0.99
+    report: bool = True  # report/ (Markdown + PNG plots) and tensorboard/ event files
+    # --- remote training requests (model_pipeline.remote) ---
+    remote_image: str = "us-docker.pkg.dev/lepton-cdk/train/pipeline:0.1.0"
+    remote_instance_type: str | None = None  # Default: n1-standard-8 (Vertex AI) / ml.m5.2xlarge (SageMaker)
+    remote_region: str | None = None  # Default: us-east-1 (SageMaker) / us-central1 (Vertex AI)
+    remote_project: str | None = None
+    remote_role_arn: str | None = None
+    remote_output_uri: str | None = None
 
     @classmethod
     def small(cls, **overrides: Any) -> PipelineConfig:
@@ -165,6 +194,28 @@ class PipelineConfig:
         int_in("max_batch_size", 1, 1_000_000)
         if self.torch_threads is not None:
             int_in("torch_threads", 1, 1024)
+        check("label", isinstance(self.label, str) and bool(self.label), "a column name")
+        check("task", self.task in ("classification", "regression"), "classification or regression")
+        check("model", self.model in ("mlp", "transformer"), "mlp or transformer")
+        int_in("d_model", 4, 1024)
+        int_in("n_heads", 1, 64)
+        int_in("n_layers", 1, 12)
+        if is_int(self.d_model) and is_int(self.n_heads) and self.n_heads > 0 and self.d_model % self.n_heads:
+            out.append(f"d_model={self.d_model} (allowed: a multiple of n_heads={self.n_heads})")
+        check("strategy", self.strategy in ("full", "head", "adapter"), "full, head or adapter")
+        int_in("adapter_rank", 1, 256)
+        check("consistency", self.consistency in ("mse", "kd"), "mse or kd")
+        num_in("temperature", 0.0, 100.0, lo_open=True)
+        if self.consistency == "kd" and self.task == "regression":
+            out.append("consistency='kd' (allowed: mse for regression; kd needs class probabilities)")
+        if self.consistency == "mse" and is_num(self.temperature) and self.temperature != 1.0:
+            out.append(f"temperature={self.temperature!r} (allowed: 1.0 with consistency mse, where it has no effect; set consistency: kd)")
+        int_in("max_categories", 2, 10_000)
+        check("drop_columns", isinstance(self.drop_columns, (tuple, list)) and all(isinstance(c, str) for c in self.drop_columns),
+              "a list of column names")
+        for flag in ("compare", "quantize", "report"):
+            check(flag, isinstance(getattr(self, flag), bool), "true or false")
+        num_in("min_agreement", 0.0, 1.0)
         if (self.source_csv is None) != (self.target_csv is None):
             out.append(f"source_csv={self.source_csv!r}, target_csv={self.target_csv!r} (allowed: both set, or neither to generate the sample)")
         return out
@@ -181,6 +232,7 @@ class PipelineConfig:
         for key in ("source_csv", "target_csv"):
             doc[key] = None if doc[key] is None else str(doc[key])
         doc["hidden"] = list(doc["hidden"])
+        doc["drop_columns"] = list(doc["drop_columns"])
         return doc
 
 
@@ -206,11 +258,13 @@ class _Domain:
     raw_fingerprint: str
     cleaning: CleaningReport
     parts: Split
+    raw: Any  # the table as read
 
 
 # What a run writes into out_dir. A re-run replaces exactly these; anything
 # else there (a cdktf.out, the user's notes) is left alone.
-OUTPUT_NAMES = (MANIFEST_FILENAME, "model.onnx", "preprocessor.json", "metrics.json", "source_model.pt", "data")
+OUTPUT_NAMES = (MANIFEST_FILENAME, "model.onnx", "model.int8.onnx", "preprocessor.json", "metrics.json", "source_model.pt", "data",
+                "report", "tensorboard")
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -289,8 +343,8 @@ def _combined_fingerprint(source: str, target: str) -> str:
     return hashlib.sha256(f"source:{source}\ntarget:{target}\n".encode()).hexdigest()
 
 
-def _labels(df: Any) -> np.ndarray:
-    return df[LABEL].to_numpy(dtype=np.float32)
+def _labels(df: Any, label: str = LABEL) -> np.ndarray:
+    return df[label].to_numpy(dtype=np.float32)
 
 
 def _epoch_reporter(progress: Progress, stage: str, epochs: int) -> Callable[[dict[str, Any]], None]:
@@ -309,28 +363,46 @@ def _summary(result: TrainResult) -> dict[str, Any]:
     return {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "history": result.history}
 
 
-def _load_domains(config: PipelineConfig, build: Path, progress: Progress) -> dict[str, _Domain]:
-    """Generate or locate the two tables, then load, fingerprint, clean and split each."""
+def _load_domains(config: PipelineConfig, build: Path, progress: Progress) -> tuple[TableSchema, dict[str, _Domain]]:
+    """Generate or locate the two tables, infer their shared schema, then fingerprint, clean and split each."""
     if config.source_csv is None:
         source_path, target_path = write_sample(build / "data", config.seed, config.n_source, config.n_target)
         progress(f"data: generated sample ({config.n_source} source rows, {config.n_target} target rows, seed {config.seed})")
     else:
         source_path, target_path = Path(config.source_csv), Path(config.target_csv)  # type: ignore[arg-type]
+    raw = {"source": read_table(source_path), "target": read_table(target_path)}
+    schema = infer_schema(raw, config.label, config.task, drop_columns=config.drop_columns, max_categories=config.max_categories,
+                          paths={"source": source_path, "target": target_path})
+    progress(f"data: schema {len(schema.numeric)} numeric, {len(schema.categorical)} categorical column(s), label {schema.label!r} ({schema.task})")
     domains: dict[str, _Domain] = {}
-    for name, path in (("source", source_path), ("target", target_path)):
-        raw = load_table(path)
-        cleaned, report = clean(raw)
-        parts = split(cleaned, config.seed, config.val_frac, config.test_frac)
+    for name, table in raw.items():
+        cleaned, report = clean(typed_frame(table, schema), schema.label)
+        if schema.task == "classification":
+            present = set(cleaned[schema.label].unique())
+            if len(present) < 2:
+                only = f"only the class {schema.classes[int(next(iter(present)))]!r}" if present else "no labelled rows"
+                raise DataError(f"label column {schema.label!r} in the {name} data has {only}; a classifier needs rows of both classes")
+        parts = split(cleaned, config.seed, config.val_frac, config.test_frac, schema.label, schema.task)
         # fingerprint the data as loaded: lineage names what came in, not what we kept
-        domains[name] = _Domain(fingerprint(raw), report, parts)
+        domains[name] = _Domain(fingerprint(table), report, parts, table)
         progress(f"data: {name} {report.rows_in} rows, dropped {report.duplicates_dropped} duplicates and "
                  f"{report.missing_label_dropped} unlabelled; split {len(parts.train)}/{len(parts.val)}/{len(parts.test)}")
-    return domains
+    return schema, domains
+
+
+def build_network(config: PipelineConfig, pre: Preprocessor) -> torch.nn.Module:
+    """A fresh network for ``config.model`` sized for ``pre``'s output, initialized from ``config.seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if config.model == "transformer":
+            return TabularTransformer(len(pre.features), [len(c) for c in pre.categories], config.d_model, config.n_heads,
+                                      config.n_layers, config.dropout)
+        return MLP(pre.width, config.hidden, config.dropout)
 
 
 def _write_artifacts(
     build: Path, config: PipelineConfig, *, source_model: ServingModel, target_pre: Preprocessor, metrics: dict[str, Any],
-    training: dict[str, Any], signature: Signature, parity: ParityReport, data_fingerprint: str,
+    training: dict[str, Any], signature: Signature, parity: ParityReport, data_fingerprint: str, task: str,
 ) -> tuple[dict[str, Path], Manifest]:
     """Write the artifacts beside ``build/model.onnx``, then the manifest that lists them."""
     paths = {name: build / file for name, file in
@@ -345,10 +417,16 @@ def _write_artifacts(
         Artifact.from_file("metrics", paths["metrics"], build, "application/json"),
         Artifact.from_file("source-model", paths["source_model"], build, "application/x-pytorch-state-dict"),
     ]
+    if (build / "model.int8.onnx").is_file():
+        paths["model_int8"] = build / "model.int8.onnx"
+        artifacts.append(Artifact.from_file("model-int8", paths["model_int8"], build, "application/onnx"))
+    if (build / "report" / "report.md").is_file():
+        paths["report"] = build / "report" / "report.md"
+        artifacts.append(Artifact.from_file("report", paths["report"], build, "text/markdown"))
     manifest = Manifest(
         model_name=config.model_name,
         model_version=config.model_version or artifacts[0].sha256[:12],
-        task="binary-classification",
+        task="regression" if task == "regression" else "binary-classification",
         artifacts=artifacts,
         signature=signature,
         parity=parity,
@@ -363,13 +441,28 @@ def _write_artifacts(
     return paths, manifest
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """A comparison row's display name, e.g. ``transfer (full) lambda=0.1``."""
+    return row["model"] if row.get("lambda") is None else f"{row['model']} lambda={row['lambda']:g}"
+
+
+def _scale(y: np.ndarray, task: str) -> tuple[float, float]:
+    if task != "regression":
+        return 0.0, 1.0
+    std = float(np.std(y))
+    return float(np.mean(y)), std if std > 1e-12 else 1.0
+
+
 def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: Progress = print) -> PipelineResult:
     """Run the whole pipeline and publish its artifacts to ``out_dir``.
 
-    Writes ``model.onnx`` (the primary artifact: raw features -> logit,
-    probability), ``preprocessor.json`` (the target-domain preprocessing
-    baked into it), ``metrics.json`` (metrics, training history, config),
-    ``source_model.pt`` (state_dict of the source serving model) and, last,
+    Writes ``model.onnx`` (the primary artifact: raw columns -> logit,
+    probability, or prediction for regression), ``preprocessor.json`` (the
+    preprocessing baked into it), ``metrics.json`` (metrics, the
+    source-only / from-scratch / transfer comparison, training history,
+    config), ``source_model.pt`` (state_dict of the source serving model),
+    ``report/`` and ``tensorboard/`` (unless ``config.report`` is off),
+    ``model.int8.onnx`` (when asked for and it agrees with fp32) and, last,
     ``manifest.json`` listing them with size, sha256 and crc32c; a generated
     sample goes to ``data/``. A previous run's outputs in ``out_dir`` are
     replaced; other files there are kept; files with those names but no
@@ -393,71 +486,180 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: Progress
     try:
         with _torch_threads(config.torch_threads):
             with stage("data"):
-                domains = _load_domains(config, build, progress)
+                schema, domains = _load_domains(config, build, progress)
                 src, tgt = domains["source"].parts, domains["target"].parts
+                label, task = schema.label, schema.task
+
+                def y(df: Any) -> np.ndarray:
+                    return _labels(df, label)
 
             with stage("pretrain"):
-                src_pre = Preprocessor.fit(src.train)
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(config.seed)  # the initial weights
-                    source_net = MLP(len(FEATURES), config.hidden, config.dropout)
-                progress(f"pretrain: source model on {len(src.train)} rows")
+                src_pre = Preprocessor.fit(src.train, schema.numeric, schema.categorical)
+                src_scale = _scale(y(src.train), task)
+                source_net = build_network(config, src_pre)
+                progress(f"pretrain: source {config.model} on {len(src.train)} rows")
                 pre_result = pretrain(
-                    source_net, src_pre.transform(src.train), _labels(src.train), src_pre.transform(src.val), _labels(src.val),
+                    source_net, src_pre.transform(src.train), (y(src.train) - src_scale[0]) / src_scale[1],
+                    src_pre.transform(src.val), (y(src.val) - src_scale[0]) / src_scale[1],
                     epochs=config.epochs_pretrain, batch_size=config.batch_size, lr=config.lr, patience=config.patience,
-                    seed=config.seed, on_epoch=_epoch_reporter(progress, "pretrain", config.epochs_pretrain),
+                    seed=config.seed, on_epoch=_epoch_reporter(progress, "pretrain", config.epochs_pretrain), task=task,
                 )
 
             with stage("fine_tune"):
-                # the exported model serves the target domain, so its preprocessing
-                # is fitted on target training rows; the teacher keeps its own
-                tgt_pre = Preprocessor.fit(tgt.train)
-                x_tgt_train, y_tgt_train = tgt_pre.transform(tgt.train), _labels(tgt.train)
+                # the student keeps the source model's numeric preprocessing (fitted
+                # on the source training split): re-standardizing with target
+                # statistics would move every input the backbone learned on, and with
+                # a frozen backbone (strategy head/adapter) nothing could move it back.
+                # Its categories are the source's plus those only the target's
+                # training rows have (their input weights start at zero).
+                # tgt_fit (target training split only) serves the from-scratch baseline.
+                tgt_fit = Preprocessor.fit(tgt.train, schema.numeric, schema.categorical)
+                tgt_pre = replace(src_pre, categories=tuple(tuple(sorted(set(s) | set(t)))
+                                                            for s, t in zip(src_pre.categories, tgt_fit.categories, strict=True)))
+                student_init = source_net
+                if tgt_pre.categories != src_pre.categories:
+                    student_init = widen_categories(source_net, len(schema.numeric), src_pre.categories, tgt_pre.categories)
+                x_tgt_train = tgt_pre.transform(tgt.train)
+                y_tgt_train = (y(tgt.train) - src_scale[0]) / src_scale[1]
+                x_tgt_val, y_tgt_val = tgt_pre.transform(tgt.val), (y(tgt.val) - src_scale[0]) / src_scale[1]
                 teacher_x = src_pre.transform(tgt.train)
-                progress(f"fine_tune: on {len(tgt.train)} target rows, lambda {config.lambda_:g}")
-                ft_result = fine_tune(
-                    source_net, source_net, x_tgt_train, y_tgt_train, tgt_pre.transform(tgt.val), _labels(tgt.val),
-                    teacher_x_train=teacher_x, lambda_=config.lambda_, epochs=config.epochs_finetune,
-                    batch_size=config.finetune_batch_size, lr=config.finetune_lr, patience=config.patience, seed=config.seed,
-                    on_epoch=_epoch_reporter(progress, "fine_tune", config.epochs_finetune),
-                )
+                progress(f"fine_tune: {config.strategy} on {len(tgt.train)} target rows, lambda {config.lambda_:g}")
+
+                def transfer(lambda_: float, stage_name: str) -> TrainResult:
+                    return fine_tune(
+                        student_init, source_net, x_tgt_train, y_tgt_train, x_tgt_val, y_tgt_val,
+                        teacher_x_train=teacher_x, lambda_=lambda_, epochs=config.epochs_finetune,
+                        batch_size=config.finetune_batch_size, lr=config.finetune_lr, patience=config.patience, seed=config.seed,
+                        on_epoch=_epoch_reporter(progress, stage_name, config.epochs_finetune), task=task,
+                        strategy=config.strategy, adapter_rank=config.adapter_rank, consistency=config.consistency,
+                        temperature=config.temperature,
+                    )
+
+                ft_result = transfer(config.lambda_, "fine_tune")
                 student = ft_result.model
 
+            scratch_result = ablation = None
+            if config.compare:
+                with stage("baselines"):
+                    scratch_scale = _scale(y(tgt.train), task)
+                    scratch_net = build_network(config, tgt_fit)
+                    progress(f"baselines: from scratch on {len(tgt.train)} target rows")
+                    scratch_result = pretrain(
+                        scratch_net, tgt_fit.transform(tgt.train), (y(tgt.train) - scratch_scale[0]) / scratch_scale[1],
+                        tgt_fit.transform(tgt.val), (y(tgt.val) - scratch_scale[0]) / scratch_scale[1],
+                        epochs=config.epochs_pretrain, batch_size=config.finetune_batch_size, lr=config.lr,
+                        patience=config.patience, seed=config.seed, on_epoch=_epoch_reporter(progress, "from_scratch", config.epochs_pretrain),
+                        task=task,
+                    )
+                    if config.lambda_ != 0:
+                        ablation = transfer(0.0, "lambda_0")
+
             with stage("evaluate"):
+                criterion = TransferLoss(config.lambda_, task=task, consistency=config.consistency, temperature=config.temperature)
                 with torch.no_grad():
-                    _, task, trans = TransferLoss(config.lambda_)(
+                    _, l_task, l_trans = criterion(
                         student(torch.from_numpy(x_tgt_train)), source_net(torch.from_numpy(teacher_x)), torch.from_numpy(y_tgt_train))
-                metrics: dict[str, Any] = {
-                    "target_test": {
-                        "source_only": evaluate(source_net, src_pre.transform(tgt.test), _labels(tgt.test)),
-                        "fine_tuned": evaluate(student, tgt_pre.transform(tgt.test), _labels(tgt.test)),
-                    },
-                    "source_test": evaluate(source_net, src_pre.transform(src.test), _labels(src.test)),
-                    "cleaning": {name: d.cleaning.to_dict() for name, d in domains.items()},
-                    "rows": {name: {k: len(getattr(d.parts, k)) for k in ("train", "val", "test")} for name, d in domains.items()},
-                    "lambda": config.lambda_,
-                    # of the shipped model, dropout off, on the target training rows
-                    "l_task": float(task),
-                    "l_trans": float(trans),
+                y_test = y(tgt.test)
+
+                def score(net: torch.nn.Module, pre: Preprocessor, scale: tuple[float, float]) -> dict[str, Any]:
+                    return evaluate(net, pre.transform(tgt.test), y_test, task, scale)
+
+                target_test: dict[str, Any] = {
+                    "source_only": score(source_net, src_pre, src_scale),
+                    "fine_tuned": score(student, tgt_pre, src_scale),
                 }
-                so, ft = metrics["target_test"]["source_only"], metrics["target_test"]["fine_tuned"]
-                progress(f"evaluate: target test AUC {so['auc']:.3f} -> {ft['auc']:.3f}, log-loss {so['log_loss']:.3f} -> {ft['log_loss']:.3f} "
-                         "(source-only -> fine-tuned)")
+                comparison = [
+                    {"model": "source_only", "lambda": None, "metrics": target_test["source_only"],
+                     "compute": {"epochs": 0, "rows_seen": 0, "trainable_params": 0, "seconds": 0.0},
+                     "note": "the source model as it is; its own training below under source_pretrain"},
+                ]
+                if scratch_result is not None:
+                    target_test["from_scratch"] = evaluate(scratch_result.model, tgt_fit.transform(tgt.test), y_test, task, scratch_scale)
+                    comparison.append({"model": "from_scratch", "lambda": None, "metrics": target_test["from_scratch"],
+                                       "compute": scratch_result.compute})
+                comparison.append({"model": f"transfer ({config.strategy})", "lambda": config.lambda_, "metrics": target_test["fine_tuned"],
+                                   "compute": ft_result.compute, "l_trans": float(l_trans)})
+                if ablation is not None:
+                    target_test["fine_tuned_lambda_0"] = score(ablation.model, tgt_pre, src_scale)
+                    comparison.append({"model": f"transfer ({config.strategy})", "lambda": 0.0,
+                                       "metrics": target_test["fine_tuned_lambda_0"], "compute": ablation.compute})
+                outliers = {name: tgt_fit.outlier_counts(d.parts.train) if name == "target" else src_pre.outlier_counts(d.parts.train)
+                            for name, d in domains.items()}
+                # learned by fine-tuning only: the source model never saw them
+                target_only = {c: sorted(set(tgt_fit.categories[i]) - set(src_pre.categories[i]))
+                               for i, c in enumerate(schema.categorical) if set(tgt_fit.categories[i]) - set(src_pre.categories[i])}
+                metrics: dict[str, Any] = {
+                    "target_test": target_test,
+                    "source_test": evaluate(source_net, src_pre.transform(src.test), y(src.test), task, src_scale),
+                    "comparison": comparison,
+                    "compute": {"source_pretrain": pre_result.compute, "transfer": ft_result.compute,
+                                **({"from_scratch": scratch_result.compute} if scratch_result else {})},
+                    "cleaning": {name: {**d.cleaning.to_dict(), "outliers_clipped_in_train": outliers[name]} for name, d in domains.items()},
+                    "rows": {name: {k: len(getattr(d.parts, k)) for k in ("train", "val", "test")} for name, d in domains.items()},
+                    "data": {
+                        "schema": schema.to_dict(),
+                        "reconciliation": {name: reconcile(d.raw, schema, d.cleaning.to_dict(),
+                                                           {k: len(getattr(d.parts, k)) for k in ("train", "val", "test")},
+                                                           (tgt_pre if name == "target" else src_pre).width)
+                                           for name, d in domains.items()},
+                        "target_only_categories": target_only,
+                    },
+                    "lambda": config.lambda_,
+                    "strategy": config.strategy,
+                    "model": config.model,
+                    # of the shipped model, dropout off, on the target training rows
+                    "l_task": float(l_task),
+                    "l_trans": float(l_trans),
+                }
+                unbalanced = [n for n, r in metrics["data"]["reconciliation"].items() if not r["balanced"]]
+                if unbalanced:
+                    raise DataError(f"rows or columns of the {', '.join(unbalanced)} data do not reconcile between raw and processed; "
+                                    "report this as a bug with the data's shape")
+                key = "rmse" if task == "regression" else "log_loss"
+                summary = ", ".join(f"{row_label(r)} {r['metrics'][key]:.4f}" for r in comparison)
+                progress(f"evaluate: target test {key}: {summary}")
 
             with stage("export"):
-                serving = ServingModel(tgt_pre, copy.deepcopy(student)).eval()
+                serving = ServingModel(tgt_pre, copy.deepcopy(student), task, *src_scale).eval()
                 model_path = build / "model.onnx"
-                signature = export_onnx(serving, model_path, len(FEATURES), opset=config.opset, feature_names=FEATURES)
+                signature = export_onnx(serving, model_path, len(schema.numeric), opset=config.opset, feature_names=schema.numeric,
+                                        categories=tgt_pre.categories, categorical_names=schema.categorical)
                 progress(f"export: {model_path.name} ({model_path.stat().st_size} bytes, opset {signature.opset})")
 
             with stage("parity"):
-                parity = check_parity(serving, model_path, tgt.test[FEATURES].to_numpy(dtype=np.float32), atol=config.atol, rtol=config.rtol)
+                test_cats = tgt_pre.categorical_values(tgt.test) if schema.categorical else None
+                x_test = tgt.test[list(schema.numeric)].to_numpy(dtype=np.float32)
+                parity = check_parity(serving, model_path, x_test, atol=config.atol, rtol=config.rtol,
+                                      categorical=test_cats, preprocessor=tgt_pre)
                 progress(f"parity: passed on {parity.rows_checked} rows, max abs diff {parity.max_abs_diff:.2g} (atol {config.atol:g})")
+
+            if config.quantize:
+                with stage("quantize"):
+                    from .quantize import quantize_and_gate
+
+                    metrics["quantization"] = quantize_and_gate(model_path, build / "model.int8.onnx", x_test, test_cats, task,
+                                                                config.min_agreement)
+                    q = metrics["quantization"]
+                    progress(f"quantize: int8 agreement {q['agreement']:.4f} (min {config.min_agreement:g}) -> "
+                             f"{'shipped' if q['shipped'] else 'not shipped'}")
+
+            training = {"pretrain": _summary(pre_result), "fine_tune": _summary(ft_result),
+                        **({"from_scratch": _summary(scratch_result)} if scratch_result else {}),
+                        **({"fine_tune_lambda_0": _summary(ablation)} if ablation else {})}
+            if config.report:
+                with stage("report"):
+                    from .report import write_report, write_tensorboard
+
+                    write_tensorboard(build / "tensorboard", training)
+                    write_report(build / "report", metrics=metrics, training=training, parity=parity, signature=signature,
+                                 onnx_path=model_path, serving_model=serving, x_raw=x_test, categorical=test_cats,
+                                 preprocessor=tgt_pre, config=config.to_dict())
+                    progress("report: report/report.md, plots and tensorboard/ written")
 
             with stage("write"):
                 paths, _ = _write_artifacts(
-                    build, config, source_model=ServingModel(src_pre, source_net), target_pre=tgt_pre, metrics=metrics,
-                    training={"pretrain": _summary(pre_result), "fine_tune": _summary(ft_result)}, signature=signature, parity=parity,
+                    build, config, source_model=ServingModel(src_pre, source_net, task, *src_scale), target_pre=tgt_pre, metrics=metrics,
+                    training=training, signature=signature, parity=parity, task=task,
                     data_fingerprint=_combined_fingerprint(domains["source"].raw_fingerprint, domains["target"].raw_fingerprint),
                 )
 

@@ -11,6 +11,7 @@ seeded generator.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import TransferLoss
+from .models import add_adapters, merge_adapters
+
+STRATEGIES = ("full", "head", "adapter")
 
 ArrayLike = np.ndarray | torch.Tensor
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -33,6 +37,9 @@ class TrainResult:
     model: nn.Module
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
+    # what the training cost: epochs, rows pushed through the network, the
+    # parameters that were trained, wall seconds (one process, this machine)
+    compute: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stopped_early(self) -> bool:
@@ -62,10 +69,14 @@ def _check_settings(epochs: int, batch_size: int, lr: float, patience: int, n_tr
         raise ValueError(f"need training and validation rows; got {n_train} and {n_val}")
 
 
+def _task_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    return F.mse_loss(out, y) if task == "regression" else F.binary_cross_entropy_with_logits(out, y)
+
+
 @torch.no_grad()
-def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str = "classification") -> float:
     model.eval()
-    loss = F.binary_cross_entropy_with_logits(_logits(model, x), y).item()
+    loss = _task_loss(_logits(model, x), y, task).item()
     model.train()
     return loss
 
@@ -104,6 +115,7 @@ def _fit(
     patience: int,
     seed: int,
     on_epoch: EpochCallback | None,
+    task: str = "classification",
 ) -> TrainResult:
     """The loop both trainers share: seeded shuffles, Adam, early stopping on the validation loss.
 
@@ -112,10 +124,12 @@ def _fit(
     history row. The best epoch's weights are restored at the end.
     """
     result = TrainResult(model)
+    started = time.perf_counter()
+    trainable = [p for p in model.parameters() if p.requires_grad]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         shuffle = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
         stopper = _EarlyStopping(model, patience)
         model.train()
         for epoch in range(1, epochs + 1):
@@ -127,7 +141,7 @@ def _fit(
                 opt.step()
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0.0) + value.item() * len(idx)
-            row: dict[str, Any] = {"epoch": epoch, **{k: v / n_rows for k, v in sums.items()}, "val_loss": _val_loss(model, x_val, y_val)}
+            row: dict[str, Any] = {"epoch": epoch, **{k: v / n_rows for k, v in sums.items()}, "val_loss": _val_loss(model, x_val, y_val, task)}
             stop = stopper.should_stop(epoch, row["val_loss"])
             row["stopped_early"] = stop and epoch < epochs
             result.history.append(row)
@@ -138,6 +152,9 @@ def _fit(
         stopper.restore()
     model.eval()
     result.best_epoch = stopper.best_epoch
+    result.compute = {"epochs": len(result.history), "rows_seen": n_rows * len(result.history),
+                      "trainable_params": sum(p.numel() for p in trainable),
+                      "seconds": round(time.perf_counter() - started, 3)}
     return result
 
 
@@ -155,8 +172,9 @@ def pretrain(
     patience: int = 5,
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
+    task: str = "classification",
 ) -> TrainResult:
-    """Train ``model`` (in place) on the source domain with BCE-with-logits.
+    """Train ``model`` (in place) with BCE-with-logits (``task="regression"``: MSE).
 
     Stops after ``patience`` epochs without a lower validation loss and
     restores the best epoch's weights. History rows: ``epoch``,
@@ -166,10 +184,10 @@ def pretrain(
     _check_settings(epochs, batch_size, lr, patience, len(xt), len(xv))
 
     def batch_losses(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"train_loss": F.binary_cross_entropy_with_logits(model(xt[idx]), yt[idx])}
+        return {"train_loss": _task_loss(model(xt[idx]), yt[idx], task)}
 
     return _fit(model, len(xt), xv, yv, batch_losses, epochs=epochs, batch_size=batch_size, lr=lr,
-                weight_decay=weight_decay, patience=patience, seed=seed, on_epoch=on_epoch)
+                weight_decay=weight_decay, patience=patience, seed=seed, on_epoch=on_epoch, task=task)
 
 
 def fine_tune(
@@ -189,8 +207,19 @@ def fine_tune(
     patience: int = 8,
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
+    task: str = "classification",
+    strategy: str = "full",
+    adapter_rank: int = 4,
+    consistency: str = "mse",
+    temperature: float = 1.0,
 ) -> TrainResult:
     """Transfer fine-tune a deep copy of ``student`` on the target domain.
+
+    ``strategy``: ``full`` trains every weight; ``head`` freezes the
+    backbone and trains only the output layer; ``adapter`` freezes the
+    backbone and trains low-rank adapters of rank ``adapter_rank`` beside
+    each backbone Linear (plus the head), then folds them into plain
+    weights so the returned model has the student's architecture.
 
     Minimizes :class:`TransferLoss` ``task + lambda_ * trans``. The teacher
     (usually the source model itself) is frozen: its logits on the training
@@ -206,7 +235,9 @@ def fine_tune(
     tx = xt if teacher_x_train is None else _features(teacher_x_train)
     if len(tx) != len(xt):
         raise ValueError(f"teacher_x_train has {len(tx)} rows but x_train has {len(xt)}; they must be the same rows")
-    criterion = TransferLoss(lambda_)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    criterion = TransferLoss(lambda_, task=task, consistency=consistency, temperature=temperature)
     teacher_was_training = teacher.training
     teacher.eval()
     with torch.no_grad():
@@ -214,13 +245,28 @@ def fine_tune(
     teacher.train(teacher_was_training)
 
     model = copy.deepcopy(student)
+    for p in model.parameters():
+        p.requires_grad_(strategy == "full")
+    if strategy == "head":
+        for p in model.head.parameters():
+            p.requires_grad_(True)
+    elif strategy == "adapter":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the adapters' initial A matrices
+            add_adapters(model, adapter_rank)
 
     def batch_losses(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        total, task, trans = criterion(_logits(model, xt[idx]), teacher_logits[idx], yt[idx])
-        return {"total": total, "task": task, "trans": trans}
+        total, task_loss, trans = criterion(_logits(model, xt[idx]), teacher_logits[idx], yt[idx])
+        return {"total": total, "task": task_loss, "trans": trans}
 
-    return _fit(model, len(xt), xv, yv, batch_losses, epochs=epochs, batch_size=batch_size, lr=lr,
-                weight_decay=weight_decay, patience=patience, seed=seed, on_epoch=on_epoch)
+    result = _fit(model, len(xt), xv, yv, batch_losses, epochs=epochs, batch_size=batch_size, lr=lr,
+                  weight_decay=weight_decay, patience=patience, seed=seed, on_epoch=on_epoch, task=task)
+    if strategy == "adapter":
+        merge_adapters(result.model)
+    for p in result.model.parameters():
+        p.requires_grad_(True)
+    result.compute["strategy"] = strategy
+    return result
 
 
 def auc_score(y_true: np.ndarray, score: np.ndarray) -> float:
@@ -237,11 +283,24 @@ def auc_score(y_true: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def regression_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float | int]:
+    """``rmse``, ``mae``, ``r2`` and ``rows`` of predictions ``pred`` against ``y`` (same scale)."""
+    p, yy = np.asarray(pred, dtype=np.float64).reshape(-1), np.asarray(y, dtype=np.float64).reshape(-1)
+    err = p - yy
+    var = float(np.var(yy))
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))),
+            "r2": float(1.0 - np.mean(err ** 2) / var) if var > 0 else float("nan"), "rows": int(len(yy))}
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: ArrayLike, y: ArrayLike) -> dict[str, float | int]:
+def evaluate(model: nn.Module, x: ArrayLike, y: ArrayLike, task: str = "classification",
+             target_scale: tuple[float, float] = (0.0, 1.0)) -> dict[str, float | int]:
     """``auc``, ``accuracy`` (threshold 0.5), ``log_loss`` and ``rows`` of ``model`` on ``(x, y)``.
 
     ``model`` returns logits, or ``(logit, probability)`` like a ServingModel.
+    For ``task="regression"``: ``rmse``, ``mae``, ``r2``, ``rows`` of the
+    network's standardized output mapped back by ``target_scale`` (mean, std)
+    against ``y`` on the original scale.
     """
     was_training = model.training
     model.eval()
@@ -250,6 +309,8 @@ def evaluate(model: nn.Module, x: ArrayLike, y: ArrayLike) -> dict[str, float | 
     yy = np.asarray(y, dtype=np.float64).reshape(-1)
     if len(z) != len(yy):
         raise ValueError(f"model gave {len(z)} scores for {len(yy)} labels")
+    if task == "regression":
+        return regression_metrics(z * target_scale[1] + target_scale[0], yy)
     # log(1 + e^-z) for positives, log(1 + e^z) for negatives: exact even for saturated logits
     log_loss = float(np.mean(yy * np.logaddexp(0.0, -z) + (1.0 - yy) * np.logaddexp(0.0, z)))
     return {

@@ -19,7 +19,8 @@ from torch import nn
 
 from lepton_cdk.contract import ParityReport
 
-from .export import INPUT_NAME, OUTPUT_NAMES
+from .data import Preprocessor
+from .export import CATEGORICAL_INPUT, input_names, output_names
 
 _PROVIDER = "CPUExecutionProvider"
 
@@ -40,11 +41,11 @@ def probe_rows(n_features: int) -> np.ndarray:
     ], dtype=np.float32)
 
 
-def _torch_outputs(model: nn.Module, x: np.ndarray) -> dict[str, np.ndarray]:
+def _torch_outputs(model: nn.Module, x: np.ndarray, onehot: np.ndarray | None, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     model.eval()
     with torch.no_grad():
-        out = model(torch.from_numpy(x))
-    return {name: t.numpy() for name, t in zip(OUTPUT_NAMES, out, strict=True)}
+        out = model(torch.from_numpy(x)) if onehot is None else model(torch.from_numpy(x), torch.from_numpy(onehot))
+    return {name: t.numpy() for name, t in zip(names, out, strict=True)}
 
 
 def _diffs(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
@@ -57,8 +58,14 @@ def _diffs(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> tuple
 
 
 def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndarray,
-                 atol: float = 1e-5, rtol: float = 1e-4) -> ParityReport:
+                 atol: float = 1e-5, rtol: float = 1e-4, *, categorical: np.ndarray | None = None,
+                 preprocessor: Preprocessor | None = None) -> ParityReport:
     """Compare onnxruntime with PyTorch on raw rows ``x_raw`` (NaN allowed) plus :func:`probe_rows`.
+
+    With categorical columns, ``categorical`` holds their raw text ``[rows, m]``
+    and ``preprocessor`` their learned categories: PyTorch gets the one-hot
+    block computed in Python, onnxruntime the text, so the graph's own
+    encoder is checked too (probe rows add missing and unseen categories).
 
     Checks, in order: the ONNX model's input and output names, the output
     shapes at batch N and batch 1, and every output value. Raises
@@ -71,29 +78,47 @@ def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndar
     x = np.asarray(x_raw, dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"x_raw must be a non-empty [rows, features] array; got shape {x.shape}")
-    x = np.concatenate([x, probe_rows(x.shape[1])])
+    probes = probe_rows(x.shape[1])
+    x = np.concatenate([x, probes])
+    cats = None
+    if categorical is not None:
+        if preprocessor is None:
+            raise ValueError("categorical values need the preprocessor that learned their categories")
+        cats = np.asarray(categorical, dtype=object)
+        # missing, unseen, then each column's first known category
+        extra = np.array([[""] * cats.shape[1], ["\x00unseen"] * cats.shape[1]] +
+                         [[c[0] for c in preprocessor.categories]] * (len(probes) - 2), dtype=object)
+        cats = np.concatenate([cats, extra])
+    names_out = output_names(getattr(serving_model, "task", "classification"))
+    names_in = input_names(0 if cats is None else cats.shape[1])
 
     session = ort.InferenceSession(str(onnx_path), providers=[_PROVIDER])
     in_names = [i.name for i in session.get_inputs()]
     out_names = [o.name for o in session.get_outputs()]
-    if in_names != [INPUT_NAME] or out_names != list(OUTPUT_NAMES):
+    if in_names != list(names_in) or out_names != list(names_out):
         raise ParityError(
-            f"{onnx_path} has inputs {in_names} and outputs {out_names}, expected [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}; "
+            f"{onnx_path} has inputs {in_names} and outputs {out_names}, expected {list(names_in)} and {list(names_out)}; "
             "re-export it with model_pipeline.export.export_onnx"
         )
 
-    per_output: dict[str, dict[str, float]] = {name: {"max_abs_diff": 0.0, "max_rel_diff": 0.0} for name in OUTPUT_NAMES}
+    per_output: dict[str, dict[str, float]] = {name: {"max_abs_diff": 0.0, "max_rel_diff": 0.0} for name in names_out}
     # batch N and batch 1: a graph specialized to its example's batch size fails one of them
-    for batch in (x, x[:1]):
-        want = _torch_outputs(serving_model, batch)
-        got = dict(zip(out_names, session.run(out_names, {INPUT_NAME: batch}), strict=True))
-        for name in OUTPUT_NAMES:
+    for rows in (slice(None), slice(0, 1)):
+        batch = x[rows]
+        feeds = {names_in[0]: batch}
+        onehot = None
+        if cats is not None:
+            feeds[CATEGORICAL_INPUT] = cats[rows].astype(str).astype(object)
+            onehot = preprocessor.onehot(cats[rows])  # type: ignore[union-attr]
+        want = _torch_outputs(serving_model, batch, onehot, names_out)
+        got = dict(zip(out_names, session.run(out_names, feeds), strict=True))
+        for name in names_out:
             if got[name].shape != want[name].shape:
                 raise ParityError(
                     f"output {name!r} has shape {list(got[name].shape)} in onnxruntime but {list(want[name].shape)} in PyTorch "
                     f"for a batch of {len(batch)}; re-export with a dynamic batch dimension"
                 )
-        for name in OUTPUT_NAMES:
+        for name in names_out:
             max_abs, max_rel, ok = _diffs(got[name], want[name], atol, rtol)
             stats = per_output[name]
             stats["max_abs_diff"] = max(stats["max_abs_diff"], max_abs)

@@ -23,7 +23,9 @@ from .errors import ChecksumMismatchError, ContractError
 from .schema_check import check_schema_version as _check_version
 from .schema_check import validate_document
 
-SCHEMA_VERSION = "1.0.0"
+# 1.1.0: a tensor may list the raw ``columns`` along its last axis, and may be
+# a "string" tensor (categorical columns). 1.0.0 documents still read.
+SCHEMA_VERSION = "1.1.0"
 MANIFEST_KIND = "lepton-cdk/model-manifest"
 MANIFEST_FILENAME = "manifest.json"
 
@@ -61,6 +63,7 @@ class TensorSpec:
     name: str
     dtype: str
     shape: list[int | str]
+    columns: list[str] | None = None  # the raw table columns along the last axis (schema 1.1.0); None: not recorded
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class Manifest:
                 "primary_artifact": self.primary_artifact,
             },
             "artifacts": [asdict(a) for a in self.artifacts],
-            "signature": asdict(self.signature),
+            "signature": _signature_dict(self.signature),
             "parity": asdict(self.parity),
             "metrics": self.metrics,
             "lineage": asdict(self.lineage),
@@ -190,6 +193,14 @@ class Manifest:
             serving=ServingNeeds(**doc["serving"]),
             base_dir=base_dir,
         )
+
+
+def _signature_dict(sig: Signature) -> dict[str, Any]:
+    doc = asdict(sig)
+    for tensor in doc["inputs"] + doc["outputs"]:
+        if tensor.get("columns") is None:
+            tensor.pop("columns", None)  # absent, not null: a 1.0.0 reader's tensor has no such key
+    return doc
 
 
 _REGENERATE = "`lepton demo` or `lepton pipeline run`"

@@ -1,0 +1,96 @@
+"""``lepton pipeline ...``: run the model pipeline on your own tables, build remote
+training requests, and score a table with a published run."""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Train, transfer, export and verify a model on your own tables (CSV or Parquet).", no_args_is_help=True)
+
+
+class Task(StrEnum):
+    """What the label is."""
+
+    classification = "classification"
+    regression = "regression"
+
+
+class Remote(StrEnum):
+    """Where a remote training job runs."""
+
+    vertex = "vertex"
+    sagemaker = "sagemaker"
+
+
+@app.command("run")
+def run(
+    config: Annotated[Path | None, typer.Option("--config", help="Pipeline config (YAML or TOML); flags override it.")] = None,
+    source_data: Annotated[str | None, typer.Option("--source-data", help="Source-domain table (CSV or Parquet); s3:// or gs:// with --remote.")] = None,
+    target_data: Annotated[str | None, typer.Option("--target-data", help="Target-domain table, same columns as --source-data.")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="The column to predict. Default: the config's, else 'default'.")] = None,
+    task: Annotated[Task | None, typer.Option("--task", help="classification (binary) or regression. Default: classification.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the model, manifest, report and TensorBoard files.")] = Path("build/pipeline"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved config (or, with --remote, the request); train nothing.")] = False,
+    remote: Annotated[Remote | None, typer.Option("--remote", help="Train as a Vertex AI custom job or SageMaker training job instead of here.")] = None,
+) -> None:
+    """Run the pipeline: data -> pretrain -> transfer fine-tune -> evaluate -> ONNX -> parity gate -> manifest and report.
+
+    With neither --source-data nor --target-data (in flags or config), the bundled sample is generated.
+    Without --config, a JSON config in $LEPTON_PIPELINE_CONFIG (what a remote job carries) is used.
+    """
+    from model_pipeline.config import resolve_config
+
+    if (source_data is None) != (target_data is None) and config is None:
+        raise typer.BadParameter("give both --source-data and --target-data, or neither to use the generated sample")
+    # a remote training job carries its whole config here (see model_pipeline.remote)
+    cfg = resolve_config(config, config_json=os.environ.get("LEPTON_PIPELINE_CONFIG"), source_csv=source_data,
+                         target_csv=target_data, label=label, task=task.value if task is not None else None)
+    if remote is not None:
+        from model_pipeline.remote import build_request, submit
+
+        request = build_request(cfg, remote.value)
+        if dry_run:
+            typer.echo(json.dumps({"remote": remote.value, "request": request}, indent=2))
+            return
+        answer = submit(remote.value, request, region=cfg.remote_region or "us-east-1")
+        typer.echo(json.dumps({"remote": remote.value, "submitted": answer}, indent=2) if as_json else f"submitted: {answer}")
+        return
+    if dry_run:
+        typer.echo(json.dumps({"config": cfg.to_dict(), "out": str(out)}, indent=2))
+        return
+
+    from lepton_cdk.progress import ProgressReporter
+    from model_pipeline.pipeline import run_pipeline
+    from model_pipeline.report import run_summary, summary_text
+
+    progress = ProgressReporter()
+    with progress.stage("Model pipeline (data, pretrain, fine-tune, baselines, ONNX export, parity gate, report, manifest)"):
+        result = run_pipeline(cfg, out, progress=progress)
+    summary = run_summary(result)
+    typer.echo(json.dumps(summary, indent=2) if as_json else summary_text(summary))
+
+
+@app.command("predict")
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A published run: the folder holding manifest.json.")],
+    data: Annotated[Path, typer.Option("--data", help="Table to score (CSV or Parquet) with the columns the model reads.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the outputs as CSV here instead of stdout.")] = None,
+) -> None:
+    """Score a table with a run's model, after verifying every artifact's checksum."""
+    from model_pipeline.predict import predict_table
+
+    frame = predict_table(run_dir, data)
+    if out is None:
+        typer.echo(frame.to_csv(index=False), nl=False)
+        return
+    from model_pipeline.predict import write_csv_atomic
+
+    write_csv_atomic(frame, out)
+    typer.echo(f"wrote {len(frame)} rows to {out}")
