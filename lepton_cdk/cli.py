@@ -14,6 +14,9 @@ from typing import Annotated
 import typer
 
 from lepton_cdk import __version__
+from lepton_cdk.commands import data as _data_commands
+from lepton_cdk.commands import pipeline as _pipeline_commands
+from lepton_cdk.commands import serving as _serving_commands
 
 app = typer.Typer(
     name="lepton",
@@ -26,6 +29,9 @@ manifest_app = typer.Typer(help="Inspect and verify model manifests.", no_args_i
 app.add_typer(manifest_app, name="manifest")
 target_app = typer.Typer(help="Choose where to run: GPU instance types and regions, priced.", no_args_is_help=True)
 app.add_typer(target_app, name="target")
+app.add_typer(_data_commands.app, name="data")
+app.add_typer(_pipeline_commands.app, name="pipeline")
+_serving_commands.register(app)
 
 _state = {"debug": False}
 

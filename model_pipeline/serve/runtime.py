@@ -1,0 +1,138 @@
+"""Open a manifest's model for serving: verify the bytes, then create the onnxruntime session.
+
+The model file is read once; its sha256 is computed over exactly the bytes
+handed to onnxruntime, so a file swapped between the check and the load
+cannot be served. The execution provider actually in use is read back from
+the session, because ``onnxruntime-gpu`` silently falls back to CPU when the
+CUDA libraries are missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lepton_cdk.contract import Manifest, digest_bytes, read_manifest
+from lepton_cdk.core.triton import tensor_type
+
+from .errors import ServeError
+from .tensors import ModelSignature
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+_SHORT_NAMES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider"}
+
+
+def resolve_providers(spec: str, available: list[str]) -> tuple[list[str], bool]:
+    """The provider list to ask onnxruntime for, and whether the first one is required.
+
+    ``auto`` asks for CUDA only when this onnxruntime build has it, then CPU;
+    otherwise ``spec`` is a comma-separated list of short (``cuda``, ``cpu``)
+    or full provider names, and the first must really be in use.
+    """
+    if spec.strip().lower() == "auto":
+        return ([CUDA, CPU] if CUDA in available else [CPU]), False
+    wanted = [_SHORT_NAMES.get(p.strip().lower(), p.strip()) for p in spec.split(",") if p.strip()]
+    if not wanted:
+        raise ServeError("--providers is empty; use auto, cpu, cuda or a comma-separated list of onnxruntime provider names")
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise ServeError(
+            f"execution provider(s) {', '.join(missing)} are not in this onnxruntime build (it has {', '.join(available)}); "
+            "install onnxruntime-gpu for CUDA, or use --providers auto"
+        )
+    if CPU not in wanted:
+        wanted.append(CPU)
+    return wanted, True
+
+
+@dataclass
+class LoadedModel:
+    """A verified model, its onnxruntime session and the provider that runs it."""
+
+    manifest: Manifest
+    signature: ModelSignature
+    session: object  # onnxruntime.InferenceSession
+    provider: str
+    manifest_path: Path
+
+    def infer(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """Run the session (thread-safe in onnxruntime) and return the named outputs."""
+        values = self.session.run(outputs, feeds)
+        return dict(zip(outputs, values, strict=True))
+
+
+def verified_model_bytes(manifest: Manifest) -> bytes:
+    """The primary artifact's bytes, after checking their size and sha256 against the manifest."""
+    artifact = manifest.model_artifact
+    path = manifest.artifact_file(artifact)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ServeError(f"refusing to serve: model artifact {path} does not exist; restore it or re-run the pipeline that wrote the manifest") from None
+    digest = digest_bytes(data)
+    if digest.sha256 != artifact.sha256 or digest.bytes != artifact.bytes:
+        raise ServeError(
+            f"refusing to serve {path}: its sha256 is {digest.sha256} ({digest.bytes} bytes) but the manifest records "
+            f"{artifact.sha256} ({artifact.bytes} bytes); restore the artifact or re-run the pipeline that wrote the manifest"
+        )
+    return data
+
+
+def _check_session_matches(session, manifest: Manifest, path: Path) -> None:
+    """The graph's inputs and outputs must be the manifest's, or requests would be validated against a lie."""
+    onnx_types = {"float32": "tensor(float)", "float64": "tensor(double)", "float16": "tensor(float16)", "int64": "tensor(int64)",
+                  "int32": "tensor(int32)", "int16": "tensor(int16)", "int8": "tensor(int8)", "uint8": "tensor(uint8)",
+                  "bool": "tensor(bool)", "string": "tensor(string)", "object": "tensor(string)"}
+    for label, specs, args in (("input", manifest.signature.inputs, session.get_inputs()),
+                               ("output", manifest.signature.outputs, session.get_outputs())):
+        graph = {a.name: a.type for a in args}
+        for spec in specs:
+            tensor_type(spec)  # an unsupported dtype fails here with its own message
+            if spec.name not in graph:
+                raise ServeError(f"manifest {path} lists {label} {spec.name!r} but the ONNX graph has {sorted(graph)}; re-run the pipeline")
+            if graph[spec.name] != onnx_types[spec.dtype]:
+                raise ServeError(f"{label} {spec.name!r} is {graph[spec.name]} in the ONNX graph but {spec.dtype} in manifest {path}; re-run the pipeline")
+
+
+def load_model(manifest_path: str | Path, *, providers: str = "auto", threads: int = 0) -> LoadedModel:
+    """Read the manifest, verify the model artifact and open an onnxruntime session for it.
+
+    ``threads`` sets onnxruntime's intra-op threads (0: its default).
+    Raises :class:`ServeError` (one line) when the artifact does not match the
+    manifest, the graph disagrees with the signature, or a required provider
+    is not in use.
+    """
+    import onnxruntime as ort
+
+    manifest = read_manifest(manifest_path, verify=False)
+    path = Path(manifest_path)
+    data = verified_model_bytes(manifest)
+    wanted, required = resolve_providers(providers, ort.get_available_providers())
+    if CUDA in wanted and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu[cuda,cudnn] ships CUDA/cuDNN as pip packages; they load only when asked
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # a missing library shows up below as a fallback to CPU
+            logging.getLogger("lepton.serve").warning("lepton serve: preloading CUDA libraries failed: %s", exc)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime's warnings would bury the one startup line that matters
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(data, sess_options=options, providers=wanted)
+    except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
+        raise ServeError(f"onnxruntime cannot load {manifest.artifact_file(manifest.model_artifact)}: {exc}; re-export the model") from None
+    in_use = session.get_providers()[0]
+    if required and in_use != wanted[0]:
+        raise ServeError(f"{wanted[0]} was asked for but onnxruntime runs the model on {in_use} (its libraries did not load); "
+                         "check the CUDA/cuDNN install or use --providers auto")
+    if CUDA in wanted and in_use != CUDA:
+        logging.getLogger("lepton.serve").warning("lepton serve: this onnxruntime has %s but it did not load; serving on %s", CUDA, in_use)
+    _check_session_matches(session, manifest, path)
+    return LoadedModel(manifest=manifest, signature=ModelSignature.from_manifest(manifest), session=session,
+                       provider=in_use, manifest_path=path)
+
