@@ -17,6 +17,10 @@ the one produced after a full import; only the time differs.
 
 If the package was already imported in full (a user's own stack did
 ``import cdktf_cdktf_provider_aws``), that module is used as it is.
+
+The same holds on the JavaScript side: :mod:`lepton_cdk.core.node_preload`
+starts the jsii kernel so that it requires a provider's JavaScript
+submodules on first use too, instead of all of them when the assembly loads.
 """
 
 from __future__ import annotations
@@ -29,10 +33,14 @@ import threading
 import types
 from typing import Any
 
-import cdktf
-import constructs
-import jsii
-from cdktf import (
+from .node_preload import lazy_provider_index
+
+# The first jsii import starts the Node.js kernel: give it the lazy provider index (see node_preload.py).
+with lazy_provider_index():
+    import cdktf
+    import constructs
+    import jsii
+from cdktf import (  # noqa: E402
     Annotations,
     App,
     Aspects,
@@ -51,7 +59,7 @@ from cdktf import (
     Testing,
     Token,
 )
-from constructs import Construct, IConstruct
+from constructs import Construct, IConstruct  # noqa: E402
 
 __all__ = [
     "Annotations", "App", "AssetType", "Aspects", "Construct", "Fn", "IAspect", "IConstruct", "LocalBackend", "TerraformAsset",
