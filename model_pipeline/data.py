@@ -72,6 +72,24 @@ def _numeric_column(df: pd.DataFrame, name: str, path: Path) -> pd.Series:
     return converted.astype(np.float64)
 
 
+def read_table(path: str | Path, *, missing_hint: str = "check the path given to --source-data / --target-data") -> pd.DataFrame:
+    """Read a CSV or Parquet file as it is (no type conversion), refusing a missing, empty or unparseable one.
+
+    ``missing_hint`` is the fix named when the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = "it is a folder, pass a file" if path.is_dir() else missing_hint
+        raise DataError(f"data file not found: {path}; {hint}")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} is empty (0 bytes); re-export it with a header line and at least one row")
+    raw = _read_raw(path)
+    if raw.empty:
+        raise DataError(f"data file {path} has a header but no rows; export the data again with its rows")
+    raw.columns = [str(c) for c in raw.columns]
+    return raw
+
+
 def load_table(path: str | Path, features: Sequence[str] = FEATURES, label: str = LABEL) -> pd.DataFrame:
     """Read a CSV or Parquet table and check it can train a binary classifier.
 
@@ -82,14 +100,7 @@ def load_table(path: str | Path, features: Sequence[str] = FEATURES, label: str 
     is not 0/1 with both classes present.
     """
     path = Path(path)
-    if not path.is_file():
-        hint = "it is a folder, pass a file" if path.is_dir() else "check the path, or run `lepton demo` to generate the bundled sample"
-        raise DataError(f"data file not found: {path}; {hint}")
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {path} is empty (0 bytes); re-export it with a header line and at least one row")
-    raw = _read_raw(path)
-    if raw.empty:
-        raise DataError(f"data file {path} has a header but no rows; export the data again with its rows")
+    raw = read_table(path, missing_hint="check the path, or run `lepton demo` to generate the bundled sample")
     if label not in raw.columns:
         raise DataError(f"data file {path} has no label column {label!r} (columns: {', '.join(map(str, raw.columns[:12]))}); pass the right column with --label COLUMN")
     missing = [f for f in features if f not in raw.columns]

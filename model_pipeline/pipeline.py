@@ -44,12 +44,12 @@ from lepton_cdk.contract import (
     write_manifest,
 )
 
-from .data import CleaningReport, DataError, Preprocessor, Split, clean, fingerprint, split
+from .data import CleaningReport, DataError, Preprocessor, Split, clean, fingerprint, read_table, split
 from .datasets import LABEL, write_sample
 from .export import export_onnx
 from .losses import TransferLoss
 from .models import MLP, ServingModel, TabularTransformer, widen_categories
-from .schema import TableSchema, infer_schema, read_table, reconcile, typed_frame
+from .schema import TableSchema, infer_schema, reconcile, typed_frame
 from .train import TrainResult, evaluate, fine_tune, pretrain
 from .validate import check_parity
 

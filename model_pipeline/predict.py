@@ -20,8 +20,7 @@ import pandas as pd
 
 from lepton_cdk.contract import read_manifest
 
-from .data import DataError, Preprocessor
-from .schema import read_table
+from .data import DataError, Preprocessor, read_table
 
 
 class ModelFileError(RuntimeError):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import DataError, _read_raw
+from .data import DataError
 
 TASKS = ("classification", "regression")
 # A text column where at least this share of the present values parse as
@@ -57,21 +57,6 @@ class TableSchema:
         for key in ("numeric", "categorical", "classes", "dropped"):
             doc[key] = list(doc[key])
         return doc
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file as it is (no type conversion), refusing a missing, empty or unparseable one."""
-    path = Path(path)
-    if not path.is_file():
-        hint = "it is a folder, pass a file" if path.is_dir() else "check the path given to --source-data / --target-data"
-        raise DataError(f"data file not found: {path}; {hint}")
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {path} is empty (0 bytes); re-export it with a header line and at least one row")
-    raw = _read_raw(path)
-    if raw.empty:
-        raise DataError(f"data file {path} has a header but no rows; export the data again with its rows")
-    raw.columns = [str(c) for c in raw.columns]
-    return raw
 
 
 def _numeric_share(col: pd.Series) -> tuple[pd.Series, float]:
