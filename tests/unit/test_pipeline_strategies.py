@@ -184,7 +184,8 @@ def test_categories_come_from_the_training_rows_only():
 
 
 def test_parquet_and_csv_give_the_same_schema(tmp_path):
-    from model_pipeline.schema import infer_schema, read_table
+    from model_pipeline.data import read_table
+    from model_pipeline.schema import infer_schema
 
     df = make_credit_risk("target", 200, seed=2)
     df["region"] = np.where(df["age"] > 30, "north", "south")
