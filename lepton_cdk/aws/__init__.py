@@ -6,9 +6,13 @@ Never imports ``lepton_cdk.gcp``; shared pieces come from ``lepton_cdk.core``.
 from .bucket import AccessLogBucket, ImportedModelBucket, ModelArtifacts, ModelBucket
 from .gpu_nodes import DEEP_LEARNING_AMI_PARAMETER, DEFAULT_INSTANCE_TYPE, GpuNodeGroup
 from .iam import PolicyStatement, ServiceRole
+from .monitoring import Monitoring
 from .network import PrivateNetwork
+from .serving import ManagedModelServing, ModelServing
+from .transfer import DataTransferJob
 
 __all__ = [
-    "DEEP_LEARNING_AMI_PARAMETER", "DEFAULT_INSTANCE_TYPE", "AccessLogBucket", "GpuNodeGroup", "ImportedModelBucket", "ModelArtifacts", "ModelBucket",
+    "DEEP_LEARNING_AMI_PARAMETER", "DEFAULT_INSTANCE_TYPE", "AccessLogBucket", "DataTransferJob", "GpuNodeGroup", "ImportedModelBucket", "ModelArtifacts", "ModelBucket",
     "PolicyStatement", "PrivateNetwork", "ServiceRole",
+    "ManagedModelServing", "ModelServing", "Monitoring",
 ]

@@ -23,9 +23,19 @@ Default settings:
 - Boot script: downloads every artifact the manifest lists, checks each
   sha256 against the manifest and writes ``/var/lib/lepton/model-ready``;
   on any mismatch it writes ``/var/lib/lepton/model-failed`` and exits non-zero
-  (nothing may serve the model; serving arrives in a later issue).
-- Health checks: EC2 status, 300 s grace period. Terraform waits up to 10
-  minutes for the nodes to be in service.
+  (nothing may serve the model). Once verified, the model is served by
+  Triton in a container on port 8000 (OIP v2; see ``lepton_cdk.core.startup_script``).
+- On-demand capacity; ``spot=True`` asks for one-time Spot instances
+  (terminated on interruption; the group launches replacements), up to the
+  on-demand price.
+- Health checks: EC2 status, 300 s grace period. Behind a load balancer
+  (``attach_to_target_group``, which :class:`~lepton_cdk.aws.ModelServing`
+  calls) the group switches to ELB health checks, so a node whose server
+  stops answering ``/v2/health/ready`` is terminated and replaced after the
+  same grace period. Terraform waits up to 10 minutes for the nodes to be in
+  service.
+- Group metrics (``GroupInServiceInstances``, ``GroupDesiredCapacity`` ...)
+  are collected every minute (free of charge), for :class:`~lepton_cdk.aws.Monitoring`.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from lepton_cdk.core.framework import Construct, Fn, aws, literal_with_references
-from lepton_cdk.core.startup_script import render_fetch_and_verify_script
+from lepton_cdk.core.startup_script import TritonLaunch, render_fetch_and_verify_script
 from lepton_cdk.core.validation import PropChecks
 
 from .bucket import ModelArtifacts
@@ -47,6 +57,10 @@ DEEP_LEARNING_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvi
 # Instance families with NVIDIA GPUs that the Deep Learning Base AMI (x86_64) supports.
 GPU_INSTANCE_FAMILIES = frozenset({"g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en"})
 
+# Auto scaling group metrics collected (free at 1-minute granularity); Monitoring alarms on the first two.
+GROUP_METRICS = ("GroupInServiceInstances", "GroupDesiredCapacity", "GroupMinSize", "GroupMaxSize", "GroupPendingInstances",
+                 "GroupTerminatingInstances", "GroupTotalInstances")
+
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 
 
@@ -55,6 +69,13 @@ class IHasId(Protocol):
 
     @property
     def id(self) -> str: ...
+
+
+class IHasArn(Protocol):
+    """A resource with an ``.arn`` (an ``LbTargetGroup``)."""
+
+    @property
+    def arn(self) -> str: ...
 
 
 class GpuNodeGroup(Construct):
@@ -80,6 +101,7 @@ class GpuNodeGroup(Construct):
         security_groups: Sequence[IHasId] | None = None,
         health_check_grace_period_sec: int = 300,
         capacity_timeout_min: int = 10,
+        spot: bool = False,
     ) -> None:
         """Create the launch template, auto scaling group, role and (if needed) network.
 
@@ -100,6 +122,10 @@ class GpuNodeGroup(Construct):
             health checks count. Default: 300.
         :param capacity_timeout_min: minutes ``terraform apply`` waits for the
             nodes to be in service (0: do not wait). Default: 10.
+        :param spot: run on Spot capacity (one-time requests, terminated on
+            interruption, at most the on-demand price). Default: on-demand.
+            The GPU type and count follow ``instance_type`` (``g5.xlarge``: 1
+            A10G; ``g5.12xlarge``: 4).
         """
         super().__init__(scope, id)
         desired = min_size if desired_capacity is None else desired_capacity
@@ -127,14 +153,20 @@ class GpuNodeGroup(Construct):
             checks.add("security_groups was given without subnets; pass the subnets of the security groups' VPC as well")
         if subnets is not None:
             checks.require(len(subnets) > 0, "subnets=[] holds no subnet; pass at least one, or leave it unset for a new private network")
+        checks.require(isinstance(spot, bool), f"spot={spot!r} is not a bool; pass True for Spot capacity or False for on-demand")
         checks.raise_if_any()
 
         self._model = model
+        self._target_group_arns: list[str] = []
+        self._vpc_data = None
         self.network: PrivateNetwork | None = None
         if subnets is None:
             self.network = PrivateNetwork(self, "Network")
             subnets = self.network.subnets
         subnet_ids = [s.id for s in subnets]
+        self.subnet_ids: list[str] = subnet_ids
+        self.vpc_id: str = self.network.vpc_id if self.network else subnets[0].vpc_id
+        self.spot = spot
 
         if security_groups is None:
             vpc_id = self.network.vpc_id if self.network else subnets[0].vpc_id
@@ -149,12 +181,13 @@ class GpuNodeGroup(Construct):
             aws.vpc_security_group_egress_rule.VpcSecurityGroupEgressRule(
                 self, "SecurityGroupEgress",
                 security_group_id=self.security_group.id,
-                ip_protocol="tcp", from_port=443, to_port=443, **egress,
+                ip_protocol="tcp", from_port=443, to_port=443, description="HTTPS to fetch the model artifacts", **egress,
             )
             security_group_ids = [self.security_group.id]
         else:
             self.security_group = None
             security_group_ids = [g.id for g in security_groups]
+        self.security_group_ids: list[str] = security_group_ids
 
         self.role = ServiceRole(self, "Role", service="ec2.amazonaws.com", description="lepton-cdk GPU nodes: read one model version")
         self.instance_profile = aws.iam_instance_profile.IamInstanceProfile(
@@ -171,6 +204,7 @@ class GpuNodeGroup(Construct):
             objects=model.objects,
             primary=model.model_object,
             copy_command=f'aws s3 cp --only-show-errors --region {model.bucket.bucket_region} "$1" "$2"',
+            triton=TritonLaunch.for_manifest(model.manifest),
         )
         lt = aws.launch_template
         tags = {"Name": "lepton-gpu", "lepton:model": f"{model.manifest.model_name}:{model.manifest.model_version}"}
@@ -195,6 +229,12 @@ class GpuNodeGroup(Construct):
                 device_index=0, associate_public_ip_address="false", delete_on_termination="true", security_groups=security_group_ids,
             )],
             user_data=Fn.base64encode(literal_with_references(self.startup_script)),
+            instance_market_options=lt.LaunchTemplateInstanceMarketOptions(
+                market_type="spot",
+                spot_options=lt.LaunchTemplateInstanceMarketOptionsSpotOptions(
+                    spot_instance_type="one-time", instance_interruption_behavior="terminate",
+                ),
+            ) if spot else None,
             tag_specifications=[
                 lt.LaunchTemplateTagSpecifications(resource_type="instance", tags=tags),
                 lt.LaunchTemplateTagSpecifications(resource_type="volume", tags=tags),
@@ -214,8 +254,36 @@ class GpuNodeGroup(Construct):
             health_check_type="EC2",
             health_check_grace_period=health_check_grace_period_sec,
             wait_for_capacity_timeout=f"{capacity_timeout_min}m",
+            enabled_metrics=list(GROUP_METRICS),
+            metrics_granularity="1Minute",
             tag=[asg.AutoscalingGroupTag(key="Name", value="lepton-gpu", propagate_at_launch=True)],
         )
+
+    def attach_to_target_group(self, target_group: IHasArn) -> None:
+        """Register the nodes with a load balancer target group and replace nodes it finds unhealthy.
+
+        Adds the target group (an ``LbTargetGroup``) to the group's ``target_group_arns`` and
+        switches the group to ``ELB`` health checks (the grace period stays
+        ``health_check_grace_period_sec``): a node that fails the target
+        group's health check is terminated and a new one launched.
+        """
+        self._target_group_arns.append(target_group.arn)
+        self.resource.target_group_arns = list(self._target_group_arns)
+        self.resource.health_check_type = "ELB"
+
+    @property
+    def target_group_arns(self) -> tuple[str, ...]:
+        """Target groups the nodes are registered with (see :meth:`attach_to_target_group`)."""
+        return tuple(self._target_group_arns)
+
+    @property
+    def vpc_cidr_block(self) -> str:
+        """The IPv4 range of the nodes' VPC (read with a ``aws_vpc`` data source, child ``"Vpc"``, for your own subnets)."""
+        if self.network is not None:
+            return self.network.vpc.cidr_block
+        if self._vpc_data is None:
+            self._vpc_data = aws.data_aws_vpc.DataAwsVpc(self, "Vpc", id=self.vpc_id)
+        return self._vpc_data.cidr_block
 
     @property
     def grant_principal(self) -> ServiceRole:
@@ -233,4 +301,4 @@ class GpuNodeGroup(Construct):
         return self._model
 
 
-__all__ = ["DEEP_LEARNING_AMI_PARAMETER", "DEFAULT_INSTANCE_TYPE", "GPU_INSTANCE_FAMILIES", "GpuNodeGroup", "IHasId"]
+__all__ = ["DEEP_LEARNING_AMI_PARAMETER", "DEFAULT_INSTANCE_TYPE", "GPU_INSTANCE_FAMILIES", "GROUP_METRICS", "GpuNodeGroup", "IHasId"]

@@ -6,6 +6,11 @@ bindings) is reached through :mod:`lepton_cdk.core.framework`.
 """
 
 from .errors import ConstructValidationError
-from .interfaces import Grant, IBucket, IGpuNodeGroup, IGrantable, IModelArtifacts, ModelObject
+from .interfaces import Grant, IBucket, IDataTransferJob, IGpuNodeGroup, IGrantable, IModelArtifacts, IModelServing, ModelObject
+from .transfer import MODES as TRANSFER_MODES
+from .transfer import TransferSchedule
 
-__all__ = ["ConstructValidationError", "Grant", "IBucket", "IGpuNodeGroup", "IGrantable", "IModelArtifacts", "ModelObject"]
+__all__ = [
+    "TRANSFER_MODES", "ConstructValidationError", "Grant", "IBucket", "IDataTransferJob", "IGpuNodeGroup", "IGrantable", "IModelArtifacts",
+    "IModelServing", "ModelObject", "TransferSchedule",
+]

@@ -111,3 +111,32 @@ class IGpuNodeGroup(IGrantable, Protocol):
     def model(self) -> IModelArtifacts:
         """The model the nodes fetch at boot."""
         ...
+
+
+@runtime_checkable
+class IDataTransferJob(Protocol):
+    """A cloud-native bulk copy from the other cloud's bucket into this cloud's (DataSync / Storage Transfer Service)."""
+
+    @property
+    def mode(self) -> str:
+        """``"full"``, ``"incremental"`` or ``"partial"`` (see :mod:`lepton_cdk.core.transfer`)."""
+        ...
+
+    @property
+    def transfer_id(self) -> str:
+        """What monitoring watches: the DataSync task ARN on AWS, the transfer job name on GCP."""
+        ...
+
+
+@runtime_checkable
+class IModelServing(Protocol):
+    """A model served over the Open Inference Protocol v2 at one URL.
+
+    On the node group the URL is a private load balancer's; on a managed
+    service (SageMaker) it is the service's invocation URL.
+    """
+
+    @property
+    def endpoint_url(self) -> str:
+        """Where clients send requests (a token until apply)."""
+        ...

@@ -22,16 +22,29 @@ Default settings:
 - OS Login on, project-wide SSH keys blocked.
 - Boot script: the same fetch-and-verify script as on AWS, using
   ``gcloud storage cp`` (``gsutil`` when gcloud is absent).
+- Standard (on-demand) provisioning; ``spot=True`` uses Spot VMs
+  (``provisioning_model = SPOT``, stopped on preemption, restarted by the
+  group when capacity returns).
+- Auto-healing: off until the nodes serve. :meth:`GpuNodeGroup.enable_auto_healing`
+  (called by :class:`~lepton_cdk.gcp.ModelServing`, or ``auto_healing=True``)
+  adds a regional HTTP health check (child ``"HealthCheck"``) on the serving
+  port 8000, path ``/v2/health/ready``, every 10 s (3 failures: unhealthy),
+  a firewall rule (``"HealthCheckFirewall"``) admitting Google's health
+  checkers (``35.191.0.0/16``, ``130.211.0.0/22``) to that port on these
+  nodes only (network tag ``lepton-gpu-<8 hex>``), and an auto-healing
+  policy on the group that recreates a node failing it, 900 s after boot at
+  the earliest (``auto_healing_initial_delay_sec``; the first boot pulls the
+  multi-GB Triton image).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, google
-from lepton_cdk.core.startup_script import render_fetch_and_verify_script
+from lepton_cdk.core.startup_script import TritonLaunch, render_fetch_and_verify_script
 from lepton_cdk.core.validation import PropChecks
 
 from .bucket import ModelArtifacts
@@ -45,6 +58,10 @@ N1_ACCELERATORS = frozenset({"nvidia-tesla-t4", "nvidia-tesla-v100", "nvidia-tes
 _G2_GPUS = {"4": 1, "8": 1, "12": 1, "16": 1, "32": 1, "24": 2, "48": 4, "96": 8}
 _BOOT_DISK_TYPES = frozenset({"pd-balanced", "pd-ssd", "pd-standard", "hyperdisk-balanced"})
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d-[a-z]$")
+SERVING_PORT = 8000
+HEALTH_CHECK_PATH = "/v2/health/ready"
+# Where Google's health checkers (and the load balancers' probes) come from.
+HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
 
 
 def default_accelerator(machine_type: str) -> tuple[str, int] | None:
@@ -61,7 +78,7 @@ def default_accelerator(machine_type: str) -> tuple[str, int] | None:
 
 
 class IHasId(Protocol):
-    """A subnetwork object: a ``ComputeSubnetwork`` resource, its data source, or anything with ``.id``."""
+    """A subnetwork object: a ``ComputeSubnetwork`` resource, its data source, or anything with ``.id`` (and ``.network``)."""
 
     @property
     def id(self) -> str: ...
@@ -94,6 +111,9 @@ class GpuNodeGroup(Construct):
         zones: Sequence[str] | None = None,
         secure_boot: bool = True,
         service_account_id: str | None = None,
+        spot: bool = False,
+        auto_healing: bool = False,
+        auto_healing_initial_delay_sec: int = 900,
     ) -> None:
         """Create the service account, instance template, group and (if needed) network.
 
@@ -116,6 +136,14 @@ class GpuNodeGroup(Construct):
         :param secure_boot: Shielded VM Secure Boot. Default: on; turn it off
             only for an image whose GPU driver is unsigned.
         :param service_account_id: the nodes' service account id. Default: ``lepton-<8 hex>``.
+        :param spot: run on Spot VMs (much cheaper, preemptible at any time).
+            Default: standard on-demand VMs.
+        :param auto_healing: recreate nodes that fail the serving health check,
+            even without a load balancer. Default: off until
+            :class:`~lepton_cdk.gcp.ModelServing` serves from the nodes, which turns it on.
+        :param auto_healing_initial_delay_sec: seconds after a node boots before
+            the health check may recreate it (boot, model download and
+            verification and the Triton image pull must fit; 0-3600). Default: 900.
         """
         super().__init__(scope, id)
         checks = PropChecks(self.node.path)
@@ -142,10 +170,18 @@ class GpuNodeGroup(Construct):
                 checks.require(bool(_ZONE.match(zone)), f"zones contains {zone!r}, which is not a zone name; use names like 'us-central1-a'")
         if zones is not None:
             checks.require(len(zones) > 0, "zones=[] lists no zone; pass at least one or leave it unset for all of the region's zones")
+        checks.require(isinstance(spot, bool), f"spot={spot!r} is not a bool; pass True for Spot VMs or False for standard ones")
+        checks.int_range("auto_healing_initial_delay_sec", auto_healing_initial_delay_sec, minimum=0, maximum=3600)
         checks.raise_if_any()
 
         self._model = model
         suffix = stable_suffix(self)
+        self._suffix = suffix
+        self.spot = spot
+        self.target_size = target_size
+        self.auto_healing_initial_delay_sec = auto_healing_initial_delay_sec
+        self.health_check = None
+        self.health_check_firewall = None
         self.service_account = ServiceAccount(self, "ServiceAccount", account_id=service_account_id or f"lepton-gpu-{suffix}",
                                               display_name="lepton-cdk GPU nodes")
         self.grant = model.grant_read(self)
@@ -154,8 +190,11 @@ class GpuNodeGroup(Construct):
         if subnetwork is None:
             self.network = PrivateNetwork(self, "Network")
             subnetwork_id = self.network.subnetwork_id
+            self.network_id: str = self.network.network_id
         else:
             subnetwork_id = subnetwork.id
+            self.network_id = subnetwork.network
+        self.subnetwork_id: str = subnetwork_id
 
         self.startup_script = render_fetch_and_verify_script(
             model_name=model.manifest.model_name,
@@ -169,6 +208,7 @@ class GpuNodeGroup(Construct):
                 '  gsutil -q cp "$1" "$2"\n'
                 'fi'
             ),
+            triton=TritonLaunch.for_manifest(model.manifest),
         )
         t = google.compute_instance_template
         self.instance_template = t.ComputeInstanceTemplate(
@@ -178,7 +218,9 @@ class GpuNodeGroup(Construct):
             machine_type=machine_type,
             guest_accelerator=[t.ComputeInstanceTemplateGuestAccelerator(type=acc_type, count=acc_count)],
             scheduling=t.ComputeInstanceTemplateScheduling(
-                on_host_maintenance="TERMINATE", automatic_restart=True, preemptible=False, provisioning_model="STANDARD",
+                on_host_maintenance="TERMINATE", automatic_restart=not spot, preemptible=spot,
+                provisioning_model="SPOT" if spot else "STANDARD",
+                instance_termination_action="STOP" if spot else None,
             ),
             shielded_instance_config=t.ComputeInstanceTemplateShieldedInstanceConfig(
                 enable_secure_boot=secure_boot, enable_vtpm=True, enable_integrity_monitoring=True,
@@ -209,6 +251,52 @@ class GpuNodeGroup(Construct):
             distribution_policy_zones=list(zones) if zones else None,
             wait_for_instances=False,
         )
+        if auto_healing:
+            self.enable_auto_healing()
+
+    @property
+    def network_tag(self) -> str:
+        """The network tag firewall rules use to reach these nodes (added by :meth:`enable_auto_healing`)."""
+        return f"lepton-gpu-{self._suffix}"
+
+    def enable_auto_healing(self, *, port: int = SERVING_PORT, path: str = HEALTH_CHECK_PATH) -> Any:
+        """Recreate nodes that fail an HTTP health check on ``port``/``path``; returns the health check.
+
+        Creates (once) the regional health check (child ``"HealthCheck"``),
+        the firewall rule admitting Google's health checkers to ``port`` on
+        these nodes (``"HealthCheckFirewall"``), tags the nodes with
+        :attr:`network_tag`, names the group's ``http`` port and sets the
+        group's auto-healing policy. A second call returns the same check.
+        """
+        if self.health_check is not None:
+            return self.health_check
+        hc = google.compute_region_health_check
+        self.health_check = hc.ComputeRegionHealthCheck(
+            self, "HealthCheck",
+            name=f"lepton-gpu-{self._suffix}",
+            description="lepton-cdk GPU nodes: the model server is ready",
+            check_interval_sec=10, timeout_sec=5, healthy_threshold=2, unhealthy_threshold=3,
+            http_health_check=hc.ComputeRegionHealthCheckHttpHealthCheck(port=port, request_path=path),
+            log_config=hc.ComputeRegionHealthCheckLogConfig(enable=True),
+        )
+        fw = google.compute_firewall
+        self.health_check_firewall = fw.ComputeFirewall(
+            self, "HealthCheckFirewall",
+            name=f"lepton-gpu-{self._suffix}-health",
+            description="lepton-cdk: Google health checkers to the GPU nodes' model server",
+            network=self.network_id,
+            direction="INGRESS",
+            source_ranges=list(HEALTH_CHECK_RANGES),
+            target_tags=[self.network_tag],
+            allow=[fw.ComputeFirewallAllow(protocol="tcp", ports=[str(port)])],
+        )
+        self.instance_template.tags = [self.network_tag]
+        m = google.compute_region_instance_group_manager
+        self.resource.put_named_port([m.ComputeRegionInstanceGroupManagerNamedPort(name="http", port=port)])
+        self.resource.put_auto_healing_policies(
+            health_check=self.health_check.id, initial_delay_sec=self.auto_healing_initial_delay_sec,
+        )
+        return self.health_check
 
     @property
     def grant_principal(self) -> ServiceAccount:
