@@ -4,30 +4,42 @@ Every setting has a default. A bad value fails before anything is synthesized, w
 variable, the value and the fix. Standard library only: reading the config
 does not start jsii.
 
-=======================  ==============================  =================================================
-variable                 default                         meaning
-=======================  ==============================  =================================================
-LEPTON_MANIFEST          build/demo/manifest.json        the model manifest to deploy (file or its folder)
-LEPTON_TARGET            aws                             aws, gcp or all: which stacks to synthesize
-LEPTON_STACK_PREFIX      lepton                          stack names are ``<prefix>-aws`` / ``<prefix>-gcp``
-LEPTON_RETAIN_DATA       true                            false lets ``destroy`` delete buckets and keys
-LEPTON_STATE_DIR         (project root)                  folder for the local backend's state files
-LEPTON_AWS_REGION        us-east-1                       AWS region
-LEPTON_AWS_ENDPOINT      (real AWS)                      an emulator URL (moto) for every AWS service
-LEPTON_AWS_INSTANCE_TYPE g5.xlarge                       GPU instance type
-LEPTON_IMAGE_ID          (Deep Learning AMI via SSM)     AMI for the AWS GPU nodes
-LEPTON_NODE_COUNT        1                               GPU nodes to run (AWS and GCP)
-LEPTON_GCP_PROJECT       (GOOGLE_PROJECT at plan time)   GCP project id (unset: the provider's default)
-LEPTON_GCP_REGION        us-central1                     GCP region
-LEPTON_GCP_MACHINE_TYPE  g2-standard-4                   GCP machine type (with one NVIDIA L4)
-=======================  ==============================  =================================================
+==========================  ==============================  =================================================
+variable                    default                         meaning
+==========================  ==============================  =================================================
+LEPTON_MANIFEST             build/demo/manifest.json        the model manifest to deploy (file or its folder)
+LEPTON_TARGET               aws                             aws, gcp or all: which stacks to synthesize
+LEPTON_STACK_PREFIX         lepton                          stack names are ``<prefix>-aws`` / ``<prefix>-gcp``
+LEPTON_RETAIN_DATA          true                            false lets ``destroy`` delete buckets and keys
+LEPTON_STATE_DIR            (project root)                  folder for the local backend's state files
+LEPTON_AWS_REGION           us-east-1                       AWS region
+LEPTON_AWS_ENDPOINT         (real AWS)                      an emulator URL (moto) for every AWS service
+LEPTON_AWS_INSTANCE_TYPE    g5.xlarge                       GPU instance type
+LEPTON_IMAGE_ID             (Deep Learning AMI via SSM)     AMI for the AWS GPU nodes
+LEPTON_NODE_COUNT           1                               GPU nodes to run (AWS and GCP)
+LEPTON_GCP_PROJECT          (GOOGLE_PROJECT at plan time)   GCP project id (unset: the provider's default)
+LEPTON_GCP_REGION           us-central1                     GCP region
+LEPTON_GCP_MACHINE_TYPE     g2-standard-4                   GCP machine type (with one NVIDIA L4)
+LEPTON_SPOT                 false                           true runs the GPU nodes on Spot capacity
+LEPTON_ALERT_EMAILS         (none)                          comma-separated addresses alarms notify (AWS: the
+                                                            topic exists without any; GCP: no alert policies)
+LEPTON_MANAGED_ENDPOINT     false                           true adds a SageMaker endpoint (AWS stack only)
+LEPTON_SAGEMAKER_TYPE       ml.g5.xlarge                    its instance type
+LEPTON_SOURCE_URI           (no transfer)                   data to copy into a new data bucket: gs://bucket/
+                                                            [prefix/] feeds the AWS stack (DataSync),
+                                                            s3://bucket/[prefix/] the GCP stack (Storage Transfer)
+LEPTON_SOURCE_HMAC_SECRET   (with gs://)                    Secrets Manager secret with the GCS HMAC key (JSON)
+LEPTON_DATASYNC_AGENTS      (with gs://)                    comma-separated DataSync agent ARNs
+LEPTON_SOURCE_ROLE_ARN      (with s3://)                    IAM role Storage Transfer Service assumes (federation)
+LEPTON_TRANSFER_MODE        incremental                     full or incremental
+==========================  ==============================  =================================================
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,6 +52,12 @@ _GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d$")
 _GCP_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _STACK_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+_SAGEMAKER_TYPE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
+# Which target stack a source feeds: data in Cloud Storage moves to AWS, data in S3 to GCP.
+SOURCE_TARGET = {"gs": "aws", "s3": "gcp"}
 
 
 class ConfigError(ValueError):
@@ -48,6 +66,23 @@ class ConfigError(ValueError):
 
 def _bad(name: str, value: str, fix: str) -> ConfigError:
     return ConfigError(f"{name}={value!r} is not valid: {fix}")
+
+
+@dataclass(frozen=True)
+class TransferSource:
+    """``LEPTON_SOURCE_URI`` and its credentials: the other cloud's bucket to copy into the target's data bucket."""
+
+    scheme: str  # "gs" (feeds the AWS stack) or "s3" (feeds the GCP stack)
+    bucket: str
+    prefix: str = ""  # "" or ending in "/"
+    hmac_secret_id: str | None = None  # gs://
+    agent_arns: tuple[str, ...] = ()  # gs://
+    role_arn: str | None = None  # s3://
+
+    @property
+    def target(self) -> str:
+        """The target cloud this source feeds: ``aws`` for ``gs://``, ``gcp`` for ``s3://``."""
+        return SOURCE_TARGET[self.scheme]
 
 
 @dataclass(frozen=True)
@@ -67,6 +102,12 @@ class InfraConfig:
     gcp_project: str | None = None
     gcp_region: str = "us-central1"
     gcp_machine_type: str = "g2-standard-4"
+    spot: bool = False
+    alert_emails: tuple[str, ...] = ()
+    managed_endpoint: bool = False
+    sagemaker_instance_type: str = "ml.g5.xlarge"
+    source: TransferSource | None = None
+    transfer_mode: str = "incremental"
 
     def stack_name(self, target: str) -> str:
         """``<prefix>-<target>``."""
@@ -135,6 +176,18 @@ class InfraConfig:
         if not _GCP_REGION.match(gcp_region):
             raise _bad("LEPTON_GCP_REGION", gcp_region, "use a GCP region such as us-central1 or europe-west4")
 
+        emails = tuple(e.strip() for e in (get("LEPTON_ALERT_EMAILS") or "").split(",") if e.strip())
+        for email in emails:
+            if not _EMAIL.match(email):
+                raise _bad("LEPTON_ALERT_EMAILS", get("LEPTON_ALERT_EMAILS") or "", f"{email!r} is not an e-mail address; use comma-separated addresses")
+        sagemaker_type = get("LEPTON_SAGEMAKER_TYPE") or "ml.g5.xlarge"
+        if not _SAGEMAKER_TYPE.match(sagemaker_type):
+            raise _bad("LEPTON_SAGEMAKER_TYPE", sagemaker_type, "use a SageMaker instance type such as ml.g5.xlarge")
+        transfer_mode = (get("LEPTON_TRANSFER_MODE") or "incremental").lower()
+        if transfer_mode not in ("full", "incremental"):
+            raise _bad("LEPTON_TRANSFER_MODE", transfer_mode, "use full or incremental")
+        source = _source_from_env(get, targets)
+
         state_dir = get("LEPTON_STATE_DIR")
         return cls(
             manifest_path=Path(get("LEPTON_MANIFEST") or "build/demo/manifest.json"),
@@ -150,4 +203,51 @@ class InfraConfig:
             gcp_project=gcp_project,
             gcp_region=gcp_region,
             gcp_machine_type=get("LEPTON_GCP_MACHINE_TYPE") or "g2-standard-4",
+            spot=flag("LEPTON_SPOT", False),
+            alert_emails=emails,
+            managed_endpoint=flag("LEPTON_MANAGED_ENDPOINT", False),
+            sagemaker_instance_type=sagemaker_type,
+            source=source,
+            transfer_mode=transfer_mode,
         )
+
+
+def _source_from_env(get: Callable[[str], str | None], targets: tuple[str, ...]) -> TransferSource | None:
+    """``LEPTON_SOURCE_URI`` and the settings its scheme needs, checked; None when unset."""
+    uri = get("LEPTON_SOURCE_URI")
+    if uri is None:
+        for name in ("LEPTON_SOURCE_HMAC_SECRET", "LEPTON_DATASYNC_AGENTS", "LEPTON_SOURCE_ROLE_ARN"):
+            if get(name) is not None:
+                raise _bad(name, get(name) or "", "it only applies with LEPTON_SOURCE_URI; set that too, or unset this")
+        return None
+    scheme, sep, rest = uri.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if not sep or scheme not in SOURCE_TARGET or not _BUCKET.match(bucket):
+        raise _bad("LEPTON_SOURCE_URI", uri, "use gs://<bucket>/[prefix/] (copied into the AWS stack) or s3://<bucket>/[prefix/] (into the GCP stack)")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    target = SOURCE_TARGET[scheme]
+    if target not in targets:
+        raise _bad("LEPTON_SOURCE_URI", uri, f"{scheme}:// data is copied into the {target} stack, which LEPTON_TARGET does not build; "
+                   f"set LEPTON_TARGET={target} or all, or use a {'s3' if scheme == 'gs' else 'gs'}:// source")
+    if scheme == "gs":
+        secret = get("LEPTON_SOURCE_HMAC_SECRET")
+        if secret is None:
+            raise _bad("LEPTON_SOURCE_URI", uri, "a gs:// source needs LEPTON_SOURCE_HMAC_SECRET (the Secrets Manager secret holding the "
+                       "Cloud Storage HMAC key) and LEPTON_DATASYNC_AGENTS")
+        agents = tuple(a.strip() for a in (get("LEPTON_DATASYNC_AGENTS") or "").split(",") if a.strip())
+        if not agents:
+            raise _bad("LEPTON_SOURCE_URI", uri, "a gs:// source needs LEPTON_DATASYNC_AGENTS: comma-separated ARNs of DataSync agents "
+                       "that reach storage.googleapis.com")
+        if get("LEPTON_SOURCE_ROLE_ARN") is not None:
+            raise _bad("LEPTON_SOURCE_ROLE_ARN", get("LEPTON_SOURCE_ROLE_ARN") or "", "it applies to s3:// sources only; unset it")
+        return TransferSource("gs", bucket, prefix, hmac_secret_id=secret, agent_arns=agents)
+    role = get("LEPTON_SOURCE_ROLE_ARN")
+    if role is None:
+        raise _bad("LEPTON_SOURCE_URI", uri, "an s3:// source needs LEPTON_SOURCE_ROLE_ARN, the IAM role Storage Transfer Service assumes")
+    if not _ROLE_ARN.match(role):
+        raise _bad("LEPTON_SOURCE_ROLE_ARN", role, "use an IAM role ARN such as arn:aws:iam::123456789012:role/lepton-transfer")
+    for name in ("LEPTON_SOURCE_HMAC_SECRET", "LEPTON_DATASYNC_AGENTS"):
+        if get(name) is not None:
+            raise _bad(name, get(name) or "", "it applies to gs:// sources only; unset it")
+    return TransferSource("s3", bucket, prefix, role_arn=role)

@@ -1,5 +1,12 @@
-"""The AWS target stack: an encrypted model bucket holding the manifest's
-artifacts and a private GPU node group that fetches and verifies them.
+"""The AWS target stack: a :class:`~lepton_cdk.patterns.MigrationTarget` (an
+encrypted model bucket holding the manifest's artifacts, a private GPU node
+group that fetches, verifies and serves them behind an internal load
+balancer, alarms on an SNS topic; optionally a SageMaker endpoint and a
+DataSync copy of the source data) with the provider and backend.
+
+The target is the stack's child ``"Default"``, an id cdktf leaves out of
+logical ids, so the resources keep the ids they had before the pattern
+existed (``ModelBucket_B33D855B``, ``GpuNodes_319A5FAE`` ...).
 
 This module (with ``gcp.py``) is where providers and the backend are made;
 the constructs it composes never create either.
@@ -7,16 +14,17 @@ the constructs it composes never create either.
 
 from __future__ import annotations
 
-from lepton_cdk.aws import GpuNodeGroup, ModelBucket
 from lepton_cdk.checks.aspect import PolicyChecks
 from lepton_cdk.contract import Manifest
 from lepton_cdk.core.framework import Construct, LocalBackend, TerraformOutput, TerraformStack, aws
+from lepton_cdk.patterns import GcsSource, MigrationTarget
 
 from ..config import InfraConfig
 from . import RETAIN_DATA_OFF_REASON
 
 # Every AWS service the stack calls; with LEPTON_AWS_ENDPOINT set, each one points at the emulator.
-AWS_SERVICES = ("autoscaling", "ec2", "iam", "kms", "s3", "ssm", "sts")
+AWS_SERVICES = ("autoscaling", "cloudwatch", "datasync", "ec2", "elbv2", "events", "iam", "kms", "logs", "s3", "sagemaker",
+                "secretsmanager", "sns", "ssm", "sts")
 
 
 def aws_provider(scope: Construct, config: InfraConfig) -> aws.provider.AwsProvider:
@@ -37,8 +45,9 @@ def aws_provider(scope: Construct, config: InfraConfig) -> aws.provider.AwsProvi
         region=config.aws_region,
         endpoints=[p.AwsProviderEndpoints(**{service: endpoint for service in AWS_SERVICES})],
         s3_use_path_style=True,
+        # No skip_requesting_account_id: with it the provider reads rules that reference a security group back as
+        # "<account>/sg-..." and every re-plan drifts; the emulator answers the account lookup.
         skip_credentials_validation=True,
-        skip_requesting_account_id=True,
         skip_metadata_api_check="true",
         skip_region_validation=True,
         # An emulator gap should fail in seconds, not retry for minutes.
@@ -47,11 +56,15 @@ def aws_provider(scope: Construct, config: InfraConfig) -> aws.provider.AwsProvi
 
 
 class AwsTargetStack(TerraformStack):
-    """ModelBucket + the manifest's artifacts + GpuNodeGroup, with a local backend.
+    """A MigrationTarget on AWS built from the config, with a local backend.
 
     Outputs: ``bucket_name``, ``bucket_arn``, ``kms_key_arn``, ``model_uri``,
     ``model_prefix_uri``, ``model_sha256``, ``model_name``, ``model_version``,
-    ``node_group_name``, ``node_role_arn``.
+    ``node_group_name``, ``node_role_arn``, ``serving_endpoint_url``,
+    ``serving_load_balancer_dns_name``, ``alarm_topic_arn``; with
+    ``LEPTON_MANAGED_ENDPOINT``: ``sagemaker_endpoint_name``,
+    ``sagemaker_endpoint_url``; with a ``gs://`` ``LEPTON_SOURCE_URI``:
+    ``data_bucket_name``, ``transfer_id``.
     """
 
     def __init__(self, scope: Construct, id: str, *, config: InfraConfig, manifest: Manifest) -> None:
@@ -64,24 +77,34 @@ class AwsTargetStack(TerraformStack):
         # A TLS-only policy locks out an emulator reached over plain HTTP (and moto treats the
         # policy's condition as always true); real AWS, and an https emulator, keep it.
         enforce_tls = not (config.aws_endpoint or "").startswith("http://")
-        self.bucket = ModelBucket(self, "ModelBucket", retain_on_destroy=config.retain_data, enforce_tls=enforce_tls)
+        source = config.source if config.source is not None and config.source.target == "aws" else None
+        self.target = MigrationTarget(
+            self, "Default",
+            cloud="aws",
+            manifest=manifest,
+            node_type=config.aws_instance_type,
+            node_count=config.node_count,
+            spot=config.spot,
+            image=config.image_id,
+            managed_endpoint=config.managed_endpoint,
+            managed_instance_type=config.sagemaker_instance_type if config.managed_endpoint else None,
+            source=GcsSource(bucket=source.bucket, hmac_secret_id=source.hmac_secret_id or "", agent_arns=source.agent_arns,
+                             prefix=source.prefix) if source is not None else None,
+            transfer_mode=config.transfer_mode if source is not None else "incremental",
+            alert_emails=config.alert_emails,
+            retain_data=config.retain_data,
+            enforce_tls=enforce_tls,
+        )
+        self.bucket, self.artifacts, self.nodes = self.target.bucket, self.target.artifacts, self.target.nodes
         self.policy_checks = PolicyChecks.apply(self)
         if not config.retain_data:
-            PolicyChecks.suppress(self.bucket, "LEP-RETAIN-1", reason=RETAIN_DATA_OFF_REASON)
+            PolicyChecks.suppress(self.target, "LEP-RETAIN-1", reason=RETAIN_DATA_OFF_REASON)
         if not enforce_tls:
-            PolicyChecks.suppress(self.bucket, "LEP-S3-1", reason=(
-                f"LEPTON_AWS_ENDPOINT={config.aws_endpoint} is a plain-HTTP emulator: a TLS-only policy would lock "
-                "the stack out of its own bucket; real AWS keeps the policy"))
-        self.artifacts = self.bucket.upload_artifacts(manifest)
-        self.nodes = GpuNodeGroup(
-            self, "GpuNodes",
-            model=self.artifacts,
-            instance_type=config.aws_instance_type,
-            image_id=config.image_id,
-            min_size=config.node_count,
-            desired_capacity=config.node_count,
-            max_size=max(1, config.node_count),
-        )
+            for bucket in (self.target.bucket, self.target.data_bucket):
+                if bucket is not None:
+                    PolicyChecks.suppress(bucket, "LEP-S3-1", reason=(
+                        f"LEPTON_AWS_ENDPOINT={config.aws_endpoint} is a plain-HTTP emulator: a TLS-only policy would lock "
+                        "the stack out of its own bucket; real AWS keeps the policy"))
 
         outputs = {
             "bucket_name": (self.bucket.bucket_name, "Name of the S3 bucket holding the model artifacts"),
@@ -94,6 +117,7 @@ class AwsTargetStack(TerraformStack):
             "model_version": (manifest.model_version, "Model version, from the manifest"),
             "node_group_name": (self.nodes.node_group_name, "Name of the GPU auto scaling group"),
             "node_role_arn": (self.nodes.role.role_arn, "ARN of the GPU nodes' IAM role"),
+            **self.target.outputs,
         }
         for name, (value, description) in outputs.items():
             TerraformOutput(self, name, value=value, description=description)

@@ -1,5 +1,12 @@
-"""The GCP target stack: a CMEK model bucket holding the manifest's artifacts
-and a private GPU managed instance group that fetches and verifies them.
+"""The GCP target stack: a :class:`~lepton_cdk.patterns.MigrationTarget` (a
+CMEK model bucket holding the manifest's artifacts, a private GPU managed
+instance group that fetches, verifies and serves them behind a regional
+internal load balancer; alert policies when ``LEPTON_ALERT_EMAILS`` is set;
+optionally a Storage Transfer Service copy of the source data) with the provider and backend.
+
+The target is the stack's child ``"Default"``, which cdktf leaves out of
+logical ids and :func:`lepton_cdk.gcp.naming.stable_suffix` out of names, so
+resources keep the ids and names they had before the pattern existed.
 
 This module (with ``aws.py``) is where providers and the backend are made.
 """
@@ -9,7 +16,7 @@ from __future__ import annotations
 from lepton_cdk.checks.aspect import PolicyChecks
 from lepton_cdk.contract import Manifest
 from lepton_cdk.core.framework import Construct, LocalBackend, TerraformOutput, TerraformStack, google
-from lepton_cdk.gcp import GpuNodeGroup, ModelBucket
+from lepton_cdk.patterns import MigrationTarget, S3Source
 
 from ..config import InfraConfig
 from . import RETAIN_DATA_OFF_REASON
@@ -26,11 +33,13 @@ def google_provider(scope: Construct, config: InfraConfig) -> google.provider.Go
 
 
 class GcpTargetStack(TerraformStack):
-    """ModelBucket + the manifest's artifacts + GpuNodeGroup, with a local backend.
+    """A MigrationTarget on GCP built from the config, with a local backend.
 
     Outputs: ``bucket_name``, ``bucket_url``, ``kms_key_id``, ``model_uri``,
     ``model_prefix_uri``, ``model_sha256``, ``model_name``, ``model_version``,
-    ``node_group_name``, ``node_service_account_email``.
+    ``node_group_name``, ``node_service_account_email``,
+    ``serving_endpoint_url``, ``serving_ip_address``; with an ``s3://``
+    ``LEPTON_SOURCE_URI``: ``data_bucket_name``, ``transfer_id``.
     """
 
     def __init__(self, scope: Construct, id: str, *, config: InfraConfig, manifest: Manifest) -> None:
@@ -40,13 +49,23 @@ class GcpTargetStack(TerraformStack):
         if state_file is not None:
             LocalBackend(self, path=state_file)
 
-        self.bucket = ModelBucket(self, "ModelBucket", retain_on_destroy=config.retain_data)
+        source = config.source if config.source is not None and config.source.target == "gcp" else None
+        self.target = MigrationTarget(
+            self, "Default",
+            cloud="gcp",
+            manifest=manifest,
+            node_type=config.gcp_machine_type,
+            node_count=config.node_count,
+            spot=config.spot,
+            source=S3Source(bucket=source.bucket, role_arn=source.role_arn or "", prefix=source.prefix) if source is not None else None,
+            transfer_mode=config.transfer_mode if source is not None else "incremental",
+            alert_emails=config.alert_emails,
+            retain_data=config.retain_data,
+        )
+        self.bucket, self.artifacts, self.nodes = self.target.bucket, self.target.artifacts, self.target.nodes
         self.policy_checks = PolicyChecks.apply(self)
         if not config.retain_data:
-            PolicyChecks.suppress(self.bucket, "LEP-RETAIN-1", reason=RETAIN_DATA_OFF_REASON)
-        self.artifacts = self.bucket.upload_artifacts(manifest)
-        self.nodes = GpuNodeGroup(self, "GpuNodes", model=self.artifacts, machine_type=config.gcp_machine_type,
-                                  target_size=config.node_count)
+            PolicyChecks.suppress(self.target, "LEP-RETAIN-1", reason=RETAIN_DATA_OFF_REASON)
 
         outputs = {
             "bucket_name": (self.bucket.bucket_name, "Name of the Cloud Storage bucket holding the model artifacts"),
@@ -59,6 +78,7 @@ class GcpTargetStack(TerraformStack):
             "model_version": (manifest.model_version, "Model version, from the manifest"),
             "node_group_name": (self.nodes.node_group_name, "Name of the GPU managed instance group"),
             "node_service_account_email": (self.nodes.service_account.email, "E-mail of the GPU nodes' service account"),
+            **self.target.outputs,
         }
         for name, (value, description) in outputs.items():
             TerraformOutput(self, name, value=value, description=description)

@@ -45,6 +45,28 @@ class Terraform:
         return proc
 
 
+def planned_changes(tf: Terraform, plan_file: str) -> dict[str, tuple]:
+    """{address: (actions, what changes)} of every change in the saved plan ``plan_file``: the replace paths
+    of a replacement, the changed attributes of an update (how a test names the drift it tolerates)."""
+    import json
+
+    plan = json.loads(tf("show", "-json", plan_file).stdout)
+    found = {}
+    for c in plan.get("resource_changes", []):
+        change = c["change"]
+        actions = tuple(change["actions"])
+        if actions in (("no-op",), ("read",)):
+            continue
+        if "delete" in actions:
+            what = tuple(tuple(p) for p in change.get("replace_paths") or [])
+        else:
+            before, after = change.get("before") or {}, change.get("after") or {}
+            unknown = change.get("after_unknown") or {}
+            what = tuple(sorted(k for k in set(before) | set(after) if unknown.get(k) is True or before.get(k) != after.get(k)))
+        found[c["address"]] = (actions, what)
+    return found
+
+
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The current environment with jsii/Terraform noise off and ``extra`` on top; never the user's TF_CLI_CONFIG_FILE."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "LEPTON_", "CDKTF_"))}

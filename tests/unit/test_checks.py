@@ -268,7 +268,9 @@ def test_retain_data_false_and_an_http_emulator_are_suppressed_with_reasons_not_
     assert all(f.suppressed and len(f.reason) >= 10 for f in read)
     assert all("LEPTON_RETAIN_DATA=false" in f.reason for f in read if f.rule == "LEP-RETAIN-1")
     retained = {f.resource for f in read if f.rule == "LEP-RETAIN-1"}
-    assert {"lepton-aws/ModelBucket/Resource", "lepton-aws/ModelBucket/Key", "lepton-gcp/ModelBucket/Resource", "lepton-gcp/ModelBucket/Key"} <= retained
+    # the stacks' MigrationTarget is their "Default" child: in construct paths, not in logical ids
+    assert {"lepton-aws/Default/ModelBucket/Resource", "lepton-aws/Default/ModelBucket/Key", "lepton-gcp/Default/ModelBucket/Resource",
+            "lepton-gcp/Default/ModelBucket/Key"} <= retained
 
 
 INJECT = """

@@ -23,8 +23,15 @@ QUIET = {"JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20", "CHECKPOINT_DISA
 SERVICE_OF = {
     "aws_s3_": "s3", "aws_kms_": "kms", "aws_iam_": "iam", "aws_autoscaling_": "autoscaling", "aws_ssm_": "ssm",
     "aws_launch_template": "ec2", "aws_vpc": "ec2", "aws_subnet": "ec2", "aws_route_table": "ec2", "aws_security_group": "ec2",
-    "aws_default_security_group": "ec2", "aws_availability_zones": "ec2", "aws_region": "ec2",
+    "aws_default_security_group": "ec2", "aws_availability_zones": "ec2", "aws_region": "ec2", "aws_vpc_endpoint": "ec2",
+    "aws_lb": "elbv2", "aws_cloudwatch_metric_alarm": "cloudwatch", "aws_cloudwatch_event_": "events", "aws_sns_": "sns",
+    "aws_sagemaker_": "sagemaker", "aws_caller_identity": "sts", "aws_partition": "sts", "aws_datasync_": "datasync",
+    "aws_cloudwatch_log_": "logs", "aws_secretsmanager_": "secretsmanager",
 }
+AWS_OUTPUTS = {"bucket_name", "bucket_arn", "kms_key_arn", "model_uri", "model_prefix_uri", "model_sha256", "model_name", "model_version",
+               "node_group_name", "node_role_arn", "serving_endpoint_url", "serving_load_balancer_dns_name", "alarm_topic_arn"}
+GCS_SOURCE_ENV = {"LEPTON_SOURCE_URI": "gs://acme-raw/tables", "LEPTON_SOURCE_HMAC_SECRET": "lepton/gcs-hmac",
+                  "LEPTON_DATASYNC_AGENTS": "arn:aws:datasync:us-east-1:123456789012:agent/agent-0123456789abcdef0"}
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +71,34 @@ def test_config_reads_every_variable(tmp_path):
     assert (config.gcp_project, config.gcp_region, config.gcp_machine_type) == ("acme-ml", "europe-west4", "n1-standard-8")
 
 
+def test_config_reads_the_target_settings():
+    config = InfraConfig.from_env({"LEPTON_SPOT": "yes", "LEPTON_ALERT_EMAILS": "oncall@acme.io, ml@acme.io", "LEPTON_MANAGED_ENDPOINT": "1",
+                                   "LEPTON_SAGEMAKER_TYPE": "ml.g4dn.xlarge", "LEPTON_TRANSFER_MODE": "full", **GCS_SOURCE_ENV})
+    assert (config.spot, config.alert_emails, config.managed_endpoint) == (True, ("oncall@acme.io", "ml@acme.io"), True)
+    assert (config.sagemaker_instance_type, config.transfer_mode) == ("ml.g4dn.xlarge", "full")
+    source = config.source
+    assert (source.scheme, source.bucket, source.prefix, source.target) == ("gs", "acme-raw", "tables/", "aws")
+    assert source.hmac_secret_id == "lepton/gcs-hmac" and len(source.agent_arns) == 1 and source.role_arn is None
+    s3 = InfraConfig.from_env({"LEPTON_TARGET": "gcp", "LEPTON_SOURCE_URI": "s3://acme-raw/",
+                               "LEPTON_SOURCE_ROLE_ARN": "arn:aws:iam::123456789012:role/lepton-transfer"}).source
+    assert (s3.scheme, s3.bucket, s3.prefix, s3.target, s3.role_arn) == ("s3", "acme-raw", "", "gcp", "arn:aws:iam::123456789012:role/lepton-transfer")
+    defaults = InfraConfig.from_env({})
+    assert (defaults.spot, defaults.alert_emails, defaults.managed_endpoint, defaults.source) == (False, (), False, None)
+
+
 @pytest.mark.parametrize("env, expected", [
     ({"LEPTON_TARGET": "azure"}, "LEPTON_TARGET='azure' is not valid: use aws, gcp or all"),
+    ({"LEPTON_SPOT": "cheap"}, "LEPTON_SPOT='cheap' is not valid: use true or false"),
+    ({"LEPTON_ALERT_EMAILS": "oncall@acme.io,nobody"}, "'nobody' is not an e-mail address"),
+    ({"LEPTON_SAGEMAKER_TYPE": "g5.xlarge"}, "LEPTON_SAGEMAKER_TYPE='g5.xlarge' is not valid: use a SageMaker instance type"),
+    ({"LEPTON_TRANSFER_MODE": "partial"}, "LEPTON_TRANSFER_MODE='partial' is not valid: use full or incremental"),
+    ({"LEPTON_SOURCE_URI": "ftp://acme-raw/"}, "LEPTON_SOURCE_URI='ftp://acme-raw/' is not valid: use gs://<bucket>/"),
+    ({"LEPTON_SOURCE_URI": "gs://acme-raw/"}, "a gs:// source needs LEPTON_SOURCE_HMAC_SECRET"),
+    ({"LEPTON_SOURCE_URI": "gs://acme-raw/", "LEPTON_SOURCE_HMAC_SECRET": "s"}, "a gs:// source needs LEPTON_DATASYNC_AGENTS"),
+    ({"LEPTON_SOURCE_URI": "s3://acme-raw/"}, "copied into the gcp stack, which LEPTON_TARGET does not build"),
+    ({"LEPTON_TARGET": "gcp", "LEPTON_SOURCE_URI": "s3://acme-raw/"}, "an s3:// source needs LEPTON_SOURCE_ROLE_ARN"),
+    ({"LEPTON_TARGET": "gcp", "LEPTON_SOURCE_URI": "s3://acme-raw/", "LEPTON_SOURCE_ROLE_ARN": "admin"}, "LEPTON_SOURCE_ROLE_ARN='admin' is not valid"),
+    ({"LEPTON_SOURCE_ROLE_ARN": "arn:aws:iam::123456789012:role/x"}, "it only applies with LEPTON_SOURCE_URI"),
     ({"LEPTON_RETAIN_DATA": "maybe"}, "LEPTON_RETAIN_DATA='maybe' is not valid: use true or false"),
     ({"LEPTON_AWS_REGION": "moon-1"}, "LEPTON_AWS_REGION='moon-1' is not valid"),
     ({"LEPTON_AWS_ENDPOINT": "127.0.0.1:5000"}, "LEPTON_AWS_ENDPOINT='127.0.0.1:5000' is not valid: use the emulator's base URL"),
@@ -92,9 +125,15 @@ def test_aws_stack_for_real_aws(manifest_path, tmp_path):
     assert provider == {"region": "us-east-1", "default_tags": [{"tags": {"managed-by": "lepton-cdk", "lepton:stack": "lepton-aws"}}]}
     assert "aws_s3_bucket_policy" in doc["resource"]
     assert doc["resource"]["aws_s3_bucket"]["ModelBucket_B33D855B"]["lifecycle"] == {"prevent_destroy": True}
-    assert set(doc["output"]) == {"bucket_name", "bucket_arn", "kms_key_arn", "model_uri", "model_prefix_uri", "model_sha256",
-                                  "model_name", "model_version", "node_group_name", "node_role_arn"}
+    assert set(doc["output"]) == AWS_OUTPUTS
     assert doc["output"]["node_group_name"]["value"] == "${aws_autoscaling_group.GpuNodes_319A5FAE.name}"
+    # the target is the stack's "Default" child: the logical ids from before MigrationTarget stay, the new children join them
+    assert doc["output"]["serving_endpoint_url"]["value"] == "http://${aws_lb.Serving_7A42E1DA.dns_name}"
+    assert doc["output"]["alarm_topic_arn"]["value"] == "${aws_sns_topic.Monitoring_Topic_8F26FAED.arn}"
+    group = doc["resource"]["aws_autoscaling_group"]["GpuNodes_319A5FAE"]
+    assert (group["health_check_type"], group["health_check_grace_period"]) == ("ELB", 900)
+    assert "aws_sagemaker_endpoint" not in doc["resource"] and "aws_datasync_task" not in doc["resource"]
+    assert "aws_sns_topic_subscription" not in doc["resource"]
     assert doc["output"]["model_uri"]["value"] == "s3://${aws_s3_bucket.ModelBucket_B33D855B.bucket}/models/credit-risk/1.0.0/model.onnx"
     assert all(o["description"] for o in doc["output"].values())
     # the assets the objects upload were staged beside the stack
@@ -112,10 +151,11 @@ def test_aws_stack_for_an_emulator_points_every_used_service_there_without_crede
     assert used <= set(AWS_SERVICES)
     assert provider["endpoints"] == [dict.fromkeys(AWS_SERVICES, "http://127.0.0.1:4566")]
     assert provider["s3_use_path_style"] is True and provider["max_retries"] == 2
-    assert provider["skip_credentials_validation"] is True and provider["skip_requesting_account_id"] is True
+    # skip_requesting_account_id stays off: with it, rules referencing a security group drift on every re-plan
+    assert provider["skip_credentials_validation"] is True and "skip_requesting_account_id" not in provider
     assert provider["skip_region_validation"] is True and provider["skip_metadata_api_check"] == "true"
     assert not set(provider) & {"access_key", "secret_key", "token", "profile", "shared_credentials_files", "assume_role"}
-    assert "AKIA" not in json.dumps(doc) and "secret" not in json.dumps(doc).lower()
+    assert "AKIA" not in json.dumps(doc) and "secret" not in json.dumps(doc).lower().replace('"secretsmanager":', "")
     assert doc["terraform"]["backend"] == {"local": {"path": str(tmp_path / "state" / "terraform.lepton-aws.tfstate")}}
     # plain-HTTP emulator: a TLS-only policy would lock it out; the log bucket keeps only the log-delivery grant
     policies = doc["resource"]["aws_s3_bucket_policy"]
@@ -136,7 +176,10 @@ def test_gcp_stack(manifest_path, tmp_path):
     (provider,) = doc["provider"]["google"]
     assert (provider["project"], provider["region"]) == ("acme-ml", "europe-west4")
     assert set(doc["output"]) == {"bucket_name", "bucket_url", "kms_key_id", "model_uri", "model_prefix_uri", "model_sha256",
-                                  "model_name", "model_version", "node_group_name", "node_service_account_email"}
+                                  "model_name", "model_version", "node_group_name", "node_service_account_email",
+                                  "serving_endpoint_url", "serving_ip_address"}
+    assert "google_compute_forwarding_rule" in doc["resource"]
+    assert "google_monitoring_alert_policy" not in doc["resource"], "GCP has no default recipient: no alerts without LEPTON_ALERT_EMAILS"
     assert doc["resource"]["google_compute_region_instance_group_manager"]["GpuNodes_319A5FAE"]["target_size"] == 2
     assert "credentials" not in json.dumps(doc) and "access_token" not in json.dumps(doc)
 
@@ -147,6 +190,32 @@ def test_gcp_stack_without_a_project_leaves_it_to_the_provider(manifest_path, tm
     (provider,) = doc["provider"]["google"]
     assert "project" not in provider and provider["region"] == "us-central1"
     assert doc["resource"]["google_storage_bucket"]["ModelBucket_B33D855B"]["name"].startswith("${data.google_client_config.")
+
+
+def test_target_settings_reach_the_stacks(manifest_path, tmp_path):
+    """One synth, both clouds: spot nodes, alert e-mails, the SageMaker endpoint, a gs:// source copied into the AWS stack."""
+    config = InfraConfig.from_env({"LEPTON_MANIFEST": str(manifest_path), "LEPTON_TARGET": "all", "LEPTON_GCP_PROJECT": "acme-ml",
+                                   "LEPTON_SPOT": "true", "LEPTON_ALERT_EMAILS": "oncall@acme.io", "LEPTON_MANAGED_ENDPOINT": "true",
+                                   "LEPTON_TRANSFER_MODE": "full", **GCS_SOURCE_ENV})
+    stacks = synth_config(config, tmp_path / "out")
+    aws_doc, gcp_doc = stacks["lepton-aws"], stacks["lepton-gcp"]
+    assert set(aws_doc["output"]) == AWS_OUTPUTS | {"sagemaker_endpoint_name", "sagemaker_endpoint_url", "data_bucket_name", "transfer_id"}
+    (template,) = aws_doc["resource"]["aws_launch_template"].values()
+    assert template["instance_market_options"]["market_type"] == "spot"
+    (subscription,) = aws_doc["resource"]["aws_sns_topic_subscription"].values()
+    assert subscription["endpoint"] == "oncall@acme.io"
+    (task,) = aws_doc["resource"]["aws_datasync_task"].values()
+    assert task["options"]["transfer_mode"] == "ALL"
+    (location,) = aws_doc["resource"]["aws_datasync_location_object_storage"].values()
+    assert (location["bucket_name"], location["subdirectory"]) == ("acme-raw", "/tables/")
+    assert sorted(aws_doc["resource"]["aws_s3_bucket"]) == ["DataBucket_AccessLogs_C7D55B3F", "DataBucket_E3889A50",
+                                                            "ModelBucket_AccessLogs_94B93479", "ModelBucket_B33D855B"]
+    assert "aws_sagemaker_endpoint" in aws_doc["resource"]
+    # a gs:// source feeds only the AWS stack; the GCP stack gets its spot nodes and alert policies
+    assert "google_storage_transfer_job" not in gcp_doc["resource"]
+    (group,) = gcp_doc["resource"]["google_compute_instance_template"].values()
+    assert group["scheduling"]["provisioning_model"] == "SPOT"
+    assert len(gcp_doc["resource"]["google_monitoring_alert_policy"]) >= 3
 
 
 def test_target_all_builds_one_stack_per_cloud(manifest_path, tmp_path):

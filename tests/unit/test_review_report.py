@@ -65,11 +65,13 @@ def test_resources_are_counted_by_type_for_both_clouds(synth):
     counts = {t.rtype: t.count for t in aws.types}
     assert counts["aws_autoscaling_group"] == 1 and counts["aws_s3_object"] == 2 and counts["aws_subnet"] == 2
     assert counts["aws_s3_bucket"] == 2  # the model bucket and its access-log bucket
-    assert sum(counts.values()) == 34
+    assert counts["aws_lb"] == 1 and counts["aws_cloudwatch_metric_alarm"] == 4  # MigrationTarget's serving and monitoring
+    assert sum(counts.values()) == 48
     gcounts = {t.rtype: t.count for t in gcp.types}
     assert gcounts["google_compute_region_instance_group_manager"] == 1 and gcounts["google_storage_bucket_object"] == 2
     assert gcounts["google_storage_bucket"] == 2  # the model bucket and its usage-log bucket
-    assert sum(gcounts.values()) == 14
+    assert gcounts["google_compute_forwarding_rule"] == 1
+    assert sum(gcounts.values()) == 22
 
 
 def test_gpu_node_and_storage_costs_match_the_catalog_by_hand(synth):

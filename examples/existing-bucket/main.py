@@ -1,0 +1,89 @@
+"""A user's own CDKTF stack: lepton-cdk's MigrationTarget serving a model from a bucket that already exists.
+
+The bucket (and its KMS key) belong to another team or stack, so they are
+wrapped with ``ModelBucket.from_bucket_name`` (nothing about them is
+declared or changed) and passed to the pattern, which uploads the
+manifest's artifacts into it and builds GPU nodes, a private load balancer
+and alarms around it. Settings come from the environment so the same file
+serves the README walkthrough and the tests:
+
+=========================  ==========================  ================================
+variable                   default                     meaning
+=========================  ==========================  ================================
+EXAMPLE_MANIFEST           ../../build/demo/manifest.json   the model's manifest.json
+EXAMPLE_BUCKET             acme-models                 the existing S3 bucket
+EXAMPLE_KMS_KEY_ARN        (none)                      the key encrypting it, if SSE-KMS
+EXAMPLE_ALERT_EMAIL        (none)                      subscribed to the alarm topic
+EXAMPLE_AWS_REGION         us-east-1                   the provider's region
+=========================  ==========================  ================================
+
+Run it with ``cdktf synth`` in this folder (see ``cdktf.json``) or
+``python main.py``; ``cdktf deploy`` needs AWS credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from lepton_cdk.aws import ModelBucket
+from lepton_cdk.checks import PolicyChecks, PolicyError
+from lepton_cdk.contract import ContractError
+from lepton_cdk.core import ConstructValidationError
+
+# cdktf's App/TerraformStack/TerraformOutput, and the AWS provider bindings loaded lazily: a plain
+# `import cdktf_cdktf_provider_aws` imports all ~2,100 generated submodules first (~20 s).
+from lepton_cdk.core.framework import App, Construct, TerraformOutput, TerraformStack, aws
+from lepton_cdk.patterns import MigrationTarget
+
+HERE = Path(__file__).resolve().parent
+
+
+class ExistingBucketStack(TerraformStack):
+    """The provider, the existing bucket, a MigrationTarget on it, and its outputs."""
+
+    def __init__(self, scope: Construct, id: str, *, manifest: str | os.PathLike[str], bucket_name: str,
+                 key_arn: str | None = None, alert_emails: tuple[str, ...] = (), region: str = "us-east-1") -> None:
+        super().__init__(scope, id)
+        aws.provider.AwsProvider(self, "aws", region=region)
+        PolicyChecks.apply(self)  # lepton-cdk's policy rules; synth fails on an unsuppressed error
+
+        models = ModelBucket.from_bucket_name(self, "ExistingModels", bucket_name, key_arn=key_arn)
+        self.target = MigrationTarget(self, "Target", cloud="aws", manifest=manifest, bucket=models, alert_emails=alert_emails)
+        # The nodes (and nothing else) are granted read on this model version's prefix of the bucket only.
+
+        TerraformOutput(self, "model_uri", value=self.target.model_uri, description="s3:// URI of the uploaded model")
+        TerraformOutput(self, "node_group_name", value=self.target.node_group_name, description="Name of the GPU auto scaling group")
+        for name, (value, description) in self.target.outputs.items():
+            TerraformOutput(self, name, value=value, description=description)
+
+
+def build_app(outdir: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> App:
+    """The app with one stack, ``existing-bucket``, configured from ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    app = App(outdir=str(outdir) if outdir is not None else None)
+    email = env.get("EXAMPLE_ALERT_EMAIL")
+    ExistingBucketStack(
+        app, "existing-bucket",
+        manifest=env.get("EXAMPLE_MANIFEST") or HERE.parents[1] / "build" / "demo" / "manifest.json",
+        bucket_name=env.get("EXAMPLE_BUCKET") or "acme-models",
+        key_arn=env.get("EXAMPLE_KMS_KEY_ARN") or None,
+        alert_emails=(email,) if email else (),
+        region=env.get("EXAMPLE_AWS_REGION") or "us-east-1",
+    )
+    return app
+
+
+def main() -> int:
+    """Synthesize into ``$CDKTF_OUTDIR`` (set by ``cdktf synth``) or ``cdktf.out``; a known problem prints one line."""
+    try:
+        PolicyChecks.synth(build_app(os.environ.get("CDKTF_OUTDIR") or "cdktf.out"))
+    except (ContractError, ConstructValidationError, PolicyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
