@@ -9,6 +9,7 @@ the output folder as it was (the model bundle) or without a new cdktf.out.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,9 @@ def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]
     }
 
 
-def _metric_row(name: str, values: dict[str, Any]) -> str:
+def _metric_row(name: str, values: dict[str, Any], width: int = 12) -> str:
     shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float))
-    return f"    {name:<12} {shown}"
+    return f"    {name:<{width}} {shown}"
 
 
 def summary_text(summary: dict[str, Any]) -> str:
@@ -85,15 +86,20 @@ def summary_text(summary: dict[str, Any]) -> str:
         f"  model       {summary['model']['onnx']} (sha256 {summary['model']['sha256'][:16]}..., opset {summary['model']['opset']})",
         "  target-domain test metrics:",
     ]
-    lines += [_metric_row(name, values) for name, values in summary["metrics"].items() if isinstance(values, dict)]
+    rows = {name: values for name, values in summary["metrics"].items() if isinstance(values, dict)}
+    width = max((len(name) for name in rows), default=12)
+    lines += [_metric_row(name, values, width) for name, values in rows.items()]
     lines.append(
         f"  parity      {'passed' if parity['passed'] else 'FAILED'}: max abs diff {parity['max_abs_diff']:.2e} "
         f"(atol {parity['atol']:.0e}, rtol {parity['rtol']:.0e}) over {parity['rows_checked']} held-out rows"
     )
     lines.append(f"  cdktf.out   {summary['cdktf_out']}")
     for stack in summary["stacks"]:
-        types = ", ".join(f"{t} x{n}" if n > 1 else t for t, n in stack["by_type"].items())
-        lines.append(f"  stack {stack['name']}: {stack['resources']} resources ({types})")
+        # a no-break space keeps "x2" on its type's line when wrapping; printed as a plain space
+        types = ", ".join(f"{t}\u00a0x{n}" if n > 1 else t for t, n in stack["by_type"].items())
+        # one resource type list per stack, wrapped: a target has dozens of types
+        lines.append(textwrap.fill(f"stack {stack['name']}: {stack['resources']} resources ({types})", width=100,
+                                   initial_indent="  ", subsequent_indent=" " * 4, break_on_hyphens=False, break_long_words=False).replace("\u00a0", " "))
     lines += [
         "",
         "Next: review the plan with `npx cdktf diff`, deploy with `npx cdktf deploy --outputs-file outputs.json`",

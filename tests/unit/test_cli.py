@@ -57,6 +57,8 @@ def test_demo_prints_a_readable_summary(tmp_path):
     assert "parity      passed" in proc.stdout
     assert "google_storage_bucket" in proc.stdout and "google_compute_region_instance_group_manager" in proc.stdout
     assert "fine_tuned" in proc.stdout and "source_only" in proc.stdout
+    stack_block = proc.stdout.split("  stack ", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(stack_block) > 1 and all(len(line) <= 100 for line in stack_block), "the resource list wraps at 100 columns"
 
 
 @pytest.mark.parametrize(
