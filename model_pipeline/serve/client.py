@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,14 @@ class Predictions:
         """JSON-friendly form (``lepton predict --json``)."""
         return {"url": self.model.url, "model": self.model.name, "model_version": self.model.version,
                 "execution_provider": self.provider, "rows": self.rows, "predictions": self.per_row()}
+
+
+def http_client(timeout_s: float) -> httpx.Client:
+    """An httpx client with TCP_NODELAY: httpx writes a request's headers and body in separate
+    sends, and without it Nagle's algorithm holds the body until the server's delayed ACK
+    (about 40 ms per request on a reused connection)."""
+    transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    return httpx.Client(timeout=timeout_s, transport=transport)
 
 
 def _call(client: httpx.Client, method: str, url: str, **kwargs) -> httpx.Response:
@@ -174,7 +183,7 @@ def predict(url: str, input_csv: str | Path, *, model: str | None = None, batch_
             timeout_s: float = DEFAULT_TIMEOUT_S) -> Predictions:
     """Predictions from the OIP endpoint at ``url`` for every row of ``input_csv``."""
     rows = read_csv_rows(input_csv)
-    with httpx.Client(timeout=timeout_s) as client:
+    with http_client(timeout_s) as client:
         remote = discover_model(client, url, model)
         return infer_rows(client, remote, rows, batch_size=batch_size, source=str(input_csv))
 
@@ -222,7 +231,7 @@ def verify_serving(url_a: str, url_b: str, input_csv: str | Path, *, atol: float
     """Send the same rows to both endpoints and measure the largest difference per output."""
     rows = read_csv_rows(input_csv)
     results = []
-    with httpx.Client(timeout=timeout_s) as client:
+    with http_client(timeout_s) as client:
         for url in (url_a, url_b):
             remote = discover_model(client, url, model)
             results.append(infer_rows(client, remote, rows, batch_size=batch_size, source=str(input_csv)))

@@ -8,7 +8,8 @@
 3. Transfer vs from scratch on the target test split, with the training
    compute each used: the bundled sample (default config, strategies full
    and adapter) and, with ``--sklearn-data DIR`` (or
-   ``LEPTON_BENCH_SKLEARN_DATA=DIR``), two real tables shipped in
+   ``LEPTON_BENCH_SKLEARN_DATA=DIR``; by default the bench downloads the
+   wheel once into build/bench-tools/), two real tables shipped in
    the scikit-learn wheel (breast_cancer: classification, domains split on
    "mean texture"; diabetes: regression, domains split on sex). Get them with
    ``pip download scikit-learn --no-deps`` and unzip
@@ -149,12 +150,43 @@ def sklearn_tables(data_dir: Path, tmp: Path) -> dict[str, PipelineConfig]:
     return configs
 
 
+SKLEARN_DATA = REPO / "build" / "bench-tools" / "sklearn-data"
+
+
+def fetch_sklearn_data(dest: Path = SKLEARN_DATA) -> Path | None:
+    """The CSV tables shipped inside the scikit-learn wheel, unpacked into ``dest`` (downloaded once); None when offline.
+
+    Only the data files are extracted: scikit-learn itself is never installed.
+    """
+    if (dest / "breast_cancer.csv").is_file():
+        return dest
+    import subprocess
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                               "-d", tmp, "scikit-learn"], capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("scikit_learn-*.whl"))
+        if done.returncode or not wheels:
+            print(f"scikit-learn wheel not available ({done.stderr.strip()[-200:]}); external tables skipped", file=sys.stderr)
+            return None
+        staging = dest.with_name(dest.name + ".partial")
+        staging.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for member in wheel.namelist():
+                if member.startswith("sklearn/datasets/data/") and member.endswith((".csv", ".csv.gz")):
+                    (staging / Path(member).name).write_bytes(wheel.read(member))
+        staging.replace(dest)
+    return dest
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     env = os.environ.get("LEPTON_BENCH_SKLEARN_DATA")
     parser.add_argument("--sklearn-data", type=Path, default=Path(env) if env else None,
                         help="the sklearn/datasets/data folder from the scikit-learn wheel (or $LEPTON_BENCH_SKLEARN_DATA)")
+    parser.add_argument("--no-fetch", action="store_true", help="do not download the scikit-learn wheel for its tables")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "pipeline.json")
     args = parser.parse_args()
     result: dict = {"benchmark": "pipeline: fine-tune throughput, ONNX latency, transfer vs from scratch",
@@ -179,12 +211,14 @@ def main() -> int:
         for seed in (7, 8):
             result["transfer_vs_scratch"][f"sample, n_target=300, seed {seed} (full)"] = comparison(
                 tmp, replace(base, n_target=300, seed=seed), f"sample-small-{seed}")
+        if args.sklearn_data is None and not args.no_fetch:
+            args.sklearn_data = fetch_sklearn_data()
         if args.sklearn_data:
             for name, cfg in sklearn_tables(args.sklearn_data, tmp).items():
                 print(f"transfer vs scratch ({name}) ...", file=sys.stderr)
                 result["transfer_vs_scratch"][name] = comparison(tmp, cfg, cfg.model_name)
         else:
-            result["transfer_vs_scratch"]["external"] = "not run: pass --sklearn-data DIR (see the module docstring)"
+            result["transfer_vs_scratch"]["external"] = "not run: no scikit-learn wheel to take the tables from (see the module docstring)"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -27,9 +27,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import numpy as np
 
+from model_pipeline.serve.client import http_client
 from tests.bench.bench_synth import REPO, machine
 
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
@@ -71,7 +71,8 @@ def over_http(url: str, model: str, x: np.ndarray, clients: int, per_client: int
 
     def worker() -> None:
         mine, bad = [], []
-        with httpx.Client(timeout=60, headers={"content-type": "application/json"}) as c:
+        with http_client(60) as c:
+            c.headers["content-type"] = "application/json"
             for _ in range(5):  # warm the connection
                 c.post(path, content=body)
             barrier.wait()
