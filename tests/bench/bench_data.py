@@ -33,7 +33,7 @@ import venv
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.bench.bench_synth import machine
+from tests.bench.results import machine, write_result
 from tests.support.emulators import aws_env, boto3_client, free_port, start_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -219,9 +219,7 @@ def run(args, tmp: Path, endpoint: str, aws: Path, rclone: str) -> int:
                       "ratio": round(sent / csv_bytes, 3), "seconds": round(seconds, 2)},
         "goals": goals,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import statistics
 import sys
@@ -42,7 +41,7 @@ from model_pipeline.export import export_onnx
 from model_pipeline.models import MLP, ServingModel
 from model_pipeline.pipeline import PipelineConfig, run_pipeline
 from model_pipeline.train import fine_tune, pretrain
-from tests.bench.bench_synth import machine
+from tests.bench.results import machine, write_result
 
 REPO = Path(__file__).resolve().parents[2]
 _BC_BASE = ["radius", "texture", "perimeter", "area", "smoothness", "compactness", "concavity", "concave points", "symmetry",
@@ -219,9 +218,7 @@ def main() -> int:
                 result["transfer_vs_scratch"][name] = comparison(tmp, cfg, cfg.model_name)
         else:
             result["transfer_vs_scratch"]["external"] = "not run: no scikit-learn wheel to take the tables from (see the module docstring)"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
     return 0
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from model_pipeline.serve.client import http_client
-from tests.bench.bench_synth import REPO, machine
+from tests.bench.results import REPO, machine, write_result
 
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
@@ -157,9 +157,7 @@ def main() -> int:
         "server_command": "lepton serve MANIFEST --port 0",
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
     return 0
 
 

@@ -17,9 +17,7 @@ Run with ``make bench``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,9 +26,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tests.bench.results import REPO, machine, write_result
 from tests.support.manifests import write_fake_manifest
 
-REPO = Path(__file__).resolve().parents[2]
 FULL_IMPORT = "import cdktf_cdktf_provider_aws, cdktf_cdktf_provider_google; from infra.main import main; raise SystemExit(main())"
 BASELINE = "full_provider_import (baseline)"
 VARIANTS = {  # name: (argv, extra environment)
@@ -38,13 +36,6 @@ VARIANTS = {  # name: (argv, extra environment)
     "python_submodules_only": ([sys.executable, "-m", "infra"], {"LEPTON_EAGER_PROVIDER_INDEX": "1"}),
     BASELINE: ([sys.executable, "-c", FULL_IMPORT], {}),
 }
-
-
-def machine() -> dict:
-    """What the numbers were measured on."""
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "memory_gib": round(mem_gib, 1),
-            "python": platform.python_version(), "processor": platform.processor() or platform.machine()}
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -95,9 +86,7 @@ def main() -> int:
         "goal": "submodules_in_use at most 1/5 of the baseline's wall time (speedup >= 5)",
         "output_identical_to_baseline": identical,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
     return 0 if all(identical.values()) else 1
 
 

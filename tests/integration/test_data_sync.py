@@ -25,23 +25,13 @@ import pytest
 from model_pipeline.storage import open_store
 from model_pipeline.sync import Journal, SyncOptions, build_plan, run_sync, verify_trees
 from tests.support.emulators import aws_env, boto3_client
+from tests.support.trees import tree, write_tree
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PART = 5 * 2**20  # S3's smallest part size: a 20 MiB object goes up in 4 parts
 LARGE = 20 * 2**20 + 12345
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for key, data in files.items():
-        (root / key).parent.mkdir(parents=True, exist_ok=True)
-        (root / key).write_bytes(data)
-    return root
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

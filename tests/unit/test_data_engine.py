@@ -24,20 +24,9 @@ from model_pipeline.sync import (
     verify_against_manifest,
     verify_trees,
 )
+from tests.support.trees import tree, write_tree
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for key, data in files.items():
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def sync(src: Path, dst: Path, journal: Path, *, mode="incremental", store_cls=LocalStore, src_cls=LocalStore,

@@ -21,16 +21,9 @@ from model_pipeline.sync import (
     native_transfer_recommendation,
     plan_to_contract,
 )
+from tests.support.trees import write_tree
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for key, data in files.items():
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
 
 
 @pytest.fixture
