@@ -29,9 +29,6 @@ manifest_app = typer.Typer(help="Inspect and verify model manifests.", no_args_i
 app.add_typer(manifest_app, name="manifest")
 target_app = typer.Typer(help="Choose where to run: GPU instance types and regions, priced.", no_args_is_help=True)
 app.add_typer(target_app, name="target")
-app.add_typer(_data_commands.app, name="data")
-app.add_typer(_pipeline_commands.app, name="pipeline")
-_serving_commands.register(app)
 
 _state = {"debug": False}
 
@@ -185,6 +182,12 @@ def target_recommend(
         typer.echo(json.dumps([candidate_to_dict(c) for c in candidates], indent=2))
     else:
         typer.echo(render_recommendation(candidates, gpu_memory_gib=gpu_memory_gib))
+
+
+# After the commands above, so `lepton --help` lists demo first.
+app.add_typer(_pipeline_commands.app, name="pipeline")
+app.add_typer(_data_commands.app, name="data")
+_serving_commands.register(app)
 
 
 def _is_user_error(exc: BaseException) -> bool:
