@@ -134,6 +134,7 @@ def review(
     output_format: Annotated[OutputFormat, typer.Option("--format", help="markdown (one PR comment) or json.")] = OutputFormat.markdown,
     prices: Annotated[Path | None, typer.Option("--prices", help="A price catalog CSV to use instead of the shipped, dated one.")] = None,
     checkov: Annotated[bool, typer.Option("--checkov/--no-checkov", help="Scan each stack with checkov when it is installed.")] = True,
+    checkov_baseline: Annotated[Path | None, typer.Option("--checkov-baseline", help="A reviewed checkov baseline (YAML, every entry with a reason): say which failures it accepts and which are new.")] = None,
     infracost_usage: Annotated[Path | None, typer.Option("--infracost-usage", help="Also write an infracost-usage.yml with the data plan's egress.")] = None,
 ) -> None:
     """Summarize a synthesized app for a pull request: resources, policy findings and costs."""
@@ -142,7 +143,10 @@ def review(
 
     if infracost_usage is not None and data_plan is None:
         raise typer.BadParameter("--infracost-usage needs --data-plan (the egress it carries comes from the plan)")
-    result = build_review(cdktf_out, base=base, data_plan=data_plan, manifest=manifest, catalog=load_catalog(prices), checkov=checkov)
+    if checkov_baseline is not None and not checkov:
+        raise typer.BadParameter("--checkov-baseline needs checkov to run; drop --no-checkov")
+    result = build_review(cdktf_out, base=base, data_plan=data_plan, manifest=manifest, catalog=load_catalog(prices), checkov=checkov,
+                          checkov_baseline=checkov_baseline)
     if infracost_usage is not None:
         if result.data_plan is None:
             raise ReviewError("no data plan was read")

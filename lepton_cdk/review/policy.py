@@ -14,7 +14,8 @@ policy Aspect at synth time. The review reads this minimal format::
 
 Other fields are ignored; a higher major ``schema_version`` is refused.
 checkov runs only when its executable is installed; otherwise the review
-says it did not run.
+says it did not run. Given a reviewed baseline (``--checkov-baseline``), the
+review also says which failures it accepts and which are new.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lepton_cdk.checks.checkov_baseline import BaselineEntry, CheckovError, compare
+from lepton_cdk.checks.checkov_baseline import run_checkov as scan_with_checkov
 from lepton_cdk.checks.engine import REPORT_SCHEMA_VERSION
 from lepton_cdk.contract.schema_check import check_schema_version
 
@@ -75,7 +78,11 @@ def read_policy_report(cdktf_out: str | Path) -> list[Finding] | None:
 
 @dataclass(frozen=True)
 class CheckovResult:
-    """checkov's verdict on one stack; ``ran`` is False with ``reason`` when it could not run."""
+    """checkov's verdict on one stack; ``ran`` is False with ``reason`` when it could not run.
+
+    With a reviewed baseline, ``baselined`` is True, ``accepted`` counts the failures it accepts and
+    ``new_ids`` lists the checks of the failures it does not.
+    """
 
     ran: bool
     passed: int = 0
@@ -83,6 +90,9 @@ class CheckovResult:
     failed_ids: tuple[str, ...] = ()
     version: str = ""
     reason: str = ""
+    baselined: bool = False
+    accepted: int = 0
+    new_ids: tuple[str, ...] = ()
 
 
 def checkov_executable() -> str | None:
@@ -91,29 +101,21 @@ def checkov_executable() -> str | None:
     return shutil.which("checkov") or (str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None)
 
 
-def run_checkov(stack_file: Path, executable: str | None = None) -> CheckovResult:
-    """Scan one ``cdk.tf.json`` with checkov's terraform_json framework, offline."""
+def run_checkov(stack_file: Path, executable: str | None = None, baseline: Sequence[BaselineEntry] | None = None) -> CheckovResult:
+    """Scan one ``cdk.tf.json`` with checkov's terraform_json framework, offline; with ``baseline``
+    (see :mod:`lepton_cdk.checks.checkov_baseline`), also say which failures it accepts."""
     executable = executable or checkov_executable()
     if executable is None:
         return CheckovResult(False, reason="checkov is not installed (pip install checkov), so it did not run")
-    cmd = [executable, "-f", str(stack_file), "--framework", "terraform_json", "-o", "json", "--quiet", "--skip-download"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return CheckovResult(False, reason=f"checkov could not run: {exc}")
-    try:
-        doc = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return CheckovResult(False, reason=f"checkov exited {proc.returncode} without a JSON report ({tail[0][:200]})")
-    reports = doc if isinstance(doc, list) else [doc]
-    passed = failed = 0
-    failed_ids: list[str] = []
-    version = ""
-    for report in reports:
-        summary = report.get("summary", {})
-        passed += int(summary.get("passed", 0))
-        failed += int(summary.get("failed", 0))
-        version = summary.get("checkov_version", version)
-        failed_ids += [c["check_id"] for c in report.get("results", {}).get("failed_checks", [])]
-    return CheckovResult(True, passed, failed, tuple(sorted(set(failed_ids))), version)
+        failures, passed, version = scan_with_checkov([stack_file], executable)
+    except CheckovError as exc:
+        return CheckovResult(False, reason=str(exc))
+    # failed counts failing (check, resource) pairs, failed_ids the distinct checks
+    ids = tuple(sorted({f.check_id for f in failures}))
+    if baseline is None:
+        return CheckovResult(True, passed, len(failures), ids, version)
+    verdict = compare(failures, baseline)
+    return CheckovResult(True, passed, len(failures), ids, version, baselined=True,
+                         accepted=len(failures) - len(verdict.unexpected),
+                         new_ids=tuple(sorted({f.check_id for f in verdict.unexpected})))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lepton_cdk.checks.checkov_baseline import load_baseline
 from lepton_cdk.contract import DataPlan, read_data_plan
 
 from .changes import TypeChanges, diff_stack
@@ -45,9 +46,13 @@ class Review:
 
 def build_review(cdktf_out: str | Path, *, base: str | Path | None = None, data_plan: str | Path | None = None,
                  manifest: str | Path | None = None, catalog: PriceCatalog | None = None,
-                 checkov: bool = True) -> Review:
-    """Read the synth (and the base, plan and manifest when given) and price and check every stack."""
+                 checkov: bool = True, checkov_baseline: str | Path | None = None) -> Review:
+    """Read the synth (and the base, plan and manifest when given) and price and check every stack.
+
+    ``checkov_baseline`` (a reviewed baseline file) marks which checkov failures are accepted.
+    """
     catalog = catalog or load_catalog()
+    baseline = load_baseline(checkov_baseline) if checkov_baseline is not None else None
     head = {s.name: s for s in read_stack_documents(cdktf_out)}
     base_stacks: dict[str, StackDocument] = {s.name: s for s in read_stack_documents(base)} if base is not None else {}
     findings = read_policy_report(cdktf_out)
@@ -69,7 +74,7 @@ def build_review(cdktf_out: str | Path, *, base: str | Path | None = None, data_
             name=name, cloud=source.cloud, region=source.region, status=status, types=types,
             costs=stack_costs(mine, catalog, artifact_bytes=artifact_bytes) if mine else [],
             findings=None if findings is None else [f for f in findings if f.stack == name],
-            checkov=(run_checkov(mine.path) if mine and checkov else None),
+            checkov=(run_checkov(mine.path, baseline=baseline) if mine and checkov else None),
         ))
     plan = read_data_plan(data_plan) if data_plan is not None else None
     migration = data_plan_costs(plan, catalog) if plan else []
@@ -140,7 +145,12 @@ def render_markdown(review: Review) -> str:
             lines.append(f"- checkov: did not run: {stack.checkov.reason}")
         else:
             failed = ", ".join(f"`{c}`" for c in stack.checkov.failed_ids) or "none"
-            lines.append(f"- checkov {stack.checkov.version}: {stack.checkov.passed} passed, {stack.checkov.failed} failed ({failed})")
+            line = f"- checkov {stack.checkov.version}: {stack.checkov.passed} passed, {stack.checkov.failed} failed ({failed})"
+            if stack.checkov.baselined:
+                new_ids = ", ".join(f"`{c}`" for c in stack.checkov.new_ids)
+                line += (f"; {stack.checkov.accepted} accepted by the reviewed baseline, "
+                         + (f"**{stack.checkov.failed - stack.checkov.accepted} new** ({new_ids})" if new_ids else "none new"))
+            lines.append(line)
         if stack.costs:
             lines += ["", "**Cost**", ""] + _scenario_summary(stack.costs) + [""] + _cost_table(stack.costs)
     if review.data_plan is not None:
@@ -165,7 +175,8 @@ def review_to_dict(review: Review) -> dict:
         if result is None:
             return None
         return {"ran": result.ran, "passed": result.passed, "failed": result.failed,
-                "failed_ids": list(result.failed_ids), "version": result.version, "reason": result.reason or None}
+                "failed_ids": list(result.failed_ids), "version": result.version, "reason": result.reason or None,
+                "baseline": {"accepted": result.accepted, "new_failed_ids": list(result.new_ids)} if result.baselined else None}
 
     return {
         "cdktf_out": str(review.cdktf_out), "base": str(review.base) if review.base else None,

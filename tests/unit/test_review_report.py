@@ -204,6 +204,29 @@ def test_checkov_runs_offline_and_reports_failed_check_ids(synth):
     assert all(i.startswith("CKV") for i in result.failed_ids)
 
 
+def test_a_reviewed_baseline_separates_accepted_failures_from_new_ones(synth, tmp_path, capsys):
+    stack_file = synth[0] / "stacks" / AWS / "cdk.tf.json"
+    raw = policy_module.run_checkov(stack_file)
+    assert raw.ran, raw.reason
+    accepted_id, *others = raw.failed_ids
+    assert others, "the demo stack fails more than one check; the test needs one accepted and one new"
+    baseline = tmp_path / "baseline.yaml"
+    baseline.write_text(f"version: 1\naccepted:\n  - check: {accepted_id}\n    resource: '*'\n"
+                        "    reason: accepted for this test, to see the others reported as new\n")
+    review = build_review(synth[0], checkov_baseline=baseline)
+    [aws] = [s for s in review.stacks if s.name == AWS]
+    assert aws.checkov.baselined and aws.checkov.failed == raw.failed
+    assert accepted_id not in aws.checkov.new_ids and set(aws.checkov.new_ids) == set(others)
+    assert 0 < aws.checkov.accepted < aws.checkov.failed
+    assert f"{aws.checkov.failed - aws.checkov.accepted} new**" in render_markdown(review)
+
+    # a baseline entry without a reason is refused with one line, before anything is scanned
+    baseline.write_text(f"version: 1\naccepted:\n  - check: {accepted_id}\n    resource: '*'\n")
+    assert main(["review", str(synth[0]), "--checkov-baseline", str(baseline)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a reason" in err[0]
+
+
 @pytest.mark.parametrize("breakage, message", [
     (lambda p: p.write_text("{not json"), "is not valid JSON"),
     (lambda p: p.write_text("[]"), "not a Terraform JSON object"),
