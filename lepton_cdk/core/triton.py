@@ -26,27 +26,28 @@ COLUMNS_PARAMETER = "lepton.columns."
 
 @dataclass(frozen=True)
 class TensorType:
-    """How one manifest dtype is spelled by numpy, the Open Inference Protocol and Triton."""
+    """How one manifest dtype is spelled by numpy, the Open Inference Protocol, Triton and onnxruntime."""
 
     numpy: str
     oip: str
     triton: str
+    onnx: str  # what onnxruntime's NodeArg.type says
 
 
 # Keys: the manifest's dtype names (numpy names; ``object`` is how the onnx
 # package names tensor(string), ``string`` the spelling the manifest convention uses).
 TENSOR_TYPES: dict[str, TensorType] = {
-    "float32": TensorType("float32", "FP32", "TYPE_FP32"),
-    "float64": TensorType("float64", "FP64", "TYPE_FP64"),
-    "float16": TensorType("float16", "FP16", "TYPE_FP16"),
-    "int64": TensorType("int64", "INT64", "TYPE_INT64"),
-    "int32": TensorType("int32", "INT32", "TYPE_INT32"),
-    "int16": TensorType("int16", "INT16", "TYPE_INT16"),
-    "int8": TensorType("int8", "INT8", "TYPE_INT8"),
-    "uint8": TensorType("uint8", "UINT8", "TYPE_UINT8"),
-    "bool": TensorType("bool", "BOOL", "TYPE_BOOL"),
-    "string": TensorType("object", "BYTES", "TYPE_STRING"),
-    "object": TensorType("object", "BYTES", "TYPE_STRING"),
+    "float32": TensorType("float32", "FP32", "TYPE_FP32", "tensor(float)"),
+    "float64": TensorType("float64", "FP64", "TYPE_FP64", "tensor(double)"),
+    "float16": TensorType("float16", "FP16", "TYPE_FP16", "tensor(float16)"),
+    "int64": TensorType("int64", "INT64", "TYPE_INT64", "tensor(int64)"),
+    "int32": TensorType("int32", "INT32", "TYPE_INT32", "tensor(int32)"),
+    "int16": TensorType("int16", "INT16", "TYPE_INT16", "tensor(int16)"),
+    "int8": TensorType("int8", "INT8", "TYPE_INT8", "tensor(int8)"),
+    "uint8": TensorType("uint8", "UINT8", "TYPE_UINT8", "tensor(uint8)"),
+    "bool": TensorType("bool", "BOOL", "TYPE_BOOL", "tensor(bool)"),
+    "string": TensorType("object", "BYTES", "TYPE_STRING", "tensor(string)"),
+    "object": TensorType("object", "BYTES", "TYPE_STRING", "tensor(string)"),
 }
 
 

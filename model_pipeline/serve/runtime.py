@@ -84,17 +84,14 @@ def verified_model_bytes(manifest: Manifest) -> bytes:
 
 def _check_session_matches(session, manifest: Manifest, path: Path) -> None:
     """The graph's inputs and outputs must be the manifest's, or requests would be validated against a lie."""
-    onnx_types = {"float32": "tensor(float)", "float64": "tensor(double)", "float16": "tensor(float16)", "int64": "tensor(int64)",
-                  "int32": "tensor(int32)", "int16": "tensor(int16)", "int8": "tensor(int8)", "uint8": "tensor(uint8)",
-                  "bool": "tensor(bool)", "string": "tensor(string)", "object": "tensor(string)"}
     for label, specs, args in (("input", manifest.signature.inputs, session.get_inputs()),
                                ("output", manifest.signature.outputs, session.get_outputs())):
         graph = {a.name: a.type for a in args}
         for spec in specs:
-            tensor_type(spec)  # an unsupported dtype fails here with its own message
+            onnx_type = tensor_type(spec).onnx  # an unsupported dtype fails here with its own message
             if spec.name not in graph:
                 raise ServeError(f"manifest {path} lists {label} {spec.name!r} but the ONNX graph has {sorted(graph)}; re-run the pipeline")
-            if graph[spec.name] != onnx_types[spec.dtype]:
+            if graph[spec.name] != onnx_type:
                 raise ServeError(f"{label} {spec.name!r} is {graph[spec.name]} in the ONNX graph but {spec.dtype} in manifest {path}; re-run the pipeline")
 
 
