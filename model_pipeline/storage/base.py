@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import posixpath
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -48,6 +50,19 @@ class WriteResult:
     etag: str | None
     version: str | None
     verified_by: str  # how the destination's copy was checked, e.g. "s3 ChecksumSHA256", "read-back sha256"
+
+
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+
+
+def md5_from_etag(etag: str | None) -> str | None:
+    """The base64 md5 an ETag of 32 hex digits spells (S3's single-part, non-KMS ETag), else None.
+
+    Only S3 knows whether such an ETag really is the md5 (not under SSE-KMS); callers that can, check that.
+    """
+    if etag and _MD5_ETAG.match(etag):
+        return base64.b64encode(bytes.fromhex(etag)).decode("ascii")
+    return None
 
 
 ExpectedDigest = Callable[[], Digest]

@@ -15,11 +15,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from .base import SHA256_METADATA_KEY, ExpectedDigest, ObjectInfo, ObjectStore, WriteResult
+from .base import SHA256_METADATA_KEY, ExpectedDigest, ObjectInfo, ObjectStore, WriteResult, md5_from_etag
 from .errors import (
     IntegrityError,
     ObjectNotFoundError,
@@ -32,7 +31,6 @@ from .errors import (
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
                     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException",
                     "500", "502", "503", "504"}
-_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _full_object_checksums(head: dict) -> dict[str, str]:
@@ -49,10 +47,6 @@ def _full_object_checksums(head: dict) -> dict[str, str]:
 
 def _b64_to_hex(value: str) -> str:
     return base64.b64decode(value).hex()
-
-
-def _hex_to_b64(value: str) -> str:
-    return base64.b64encode(bytes.fromhex(value)).decode("ascii")
 
 
 class S3Store(ObjectStore):
@@ -203,8 +197,9 @@ class S3Store(ObjectStore):
             raise self._translate(exc, f"head {info.key}") from exc
         out = _full_object_checksums(resp)
         etag = resp["ETag"].strip('"')
-        if _MD5_ETAG.match(etag) and resp.get("ServerSideEncryption") != "aws:kms":
-            out["md5"] = base64.b64encode(bytes.fromhex(etag)).decode("ascii")
+        md5 = md5_from_etag(etag)
+        if md5 and resp.get("ServerSideEncryption") != "aws:kms":
+            out["md5"] = md5
         return out
 
     @contextmanager
@@ -249,8 +244,9 @@ class S3Store(ObjectStore):
                               Metadata={SHA256_METADATA_KEY: want.sha256})
             server = resp.get("ChecksumSHA256")
             if server is None:
-                server = (self.head(key) or ObjectInfo(key, 0)).sha256
-                server = _hex_to_b64(server) if server else None
+                # S3's own checksum only: head() would prefer the metadata sha256 just written, a claim, not evidence
+                server_hex = self.server_checksums(ObjectInfo(key, size)).get("sha256")
+                server = base64.b64encode(bytes.fromhex(server_hex)).decode("ascii") if server_hex else None
             ok, how = (server == want.sha256_base64 and len(data) == want.bytes), "s3 ChecksumSHA256"
             if server is None:  # a store without checksums: read it back
                 got = self.read_digest(ObjectInfo(key, size, etag=resp.get("ETag", "").strip('"') or None))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from lepton_cdk.contract.checksums import Digest, StreamingDigest, digest_file
+from lepton_cdk.contract.checksums import Digest, StreamingDigest
 from model_pipeline.storage import (
     IntegrityError,
     ObjectInfo,
@@ -166,16 +166,17 @@ class _Copier:
                     out.write(chunk)
             src_digest = _check_listing(item.src, digest.result())
             proof = csv_to_parquet(csv_path, pq_path, item.key)
-            pq_digest = digest_file(pq_path)
 
             def file_chunks() -> Iterator[bytes]:
                 with open(pq_path, "rb") as fh:
                     while chunk := fh.read(self.dst.part_size):
-                        counter[0] += len(chunk)
-                        self._advance(len(chunk))
                         yield chunk
 
-            res = self.dst.write(item.dest_key, file_chunks(), pq_digest.bytes, lambda: pq_digest)
+            # hashed while it streams, like any other object: stores ask for the digest after the last chunk
+            pq_stream = StreamingDigest()
+            res = self.dst.write(item.dest_key, self._stream(file_chunks(), pq_stream, counter), pq_path.stat().st_size,
+                                 pq_stream.result)
+            pq_digest = res.digest
         transcoded = {"format": self.plan.transcode, "rows": proof.rows, "fingerprint": proof.fingerprint,
                       "dest_sha256": pq_digest.sha256, "dest_crc32c": pq_digest.crc32c}
         return self._record(item, src_digest, res, pq_digest.bytes, transcoded)

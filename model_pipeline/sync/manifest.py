@@ -15,11 +15,11 @@ and the row count and content fingerprint that prove the two equal.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from lepton_cdk.contract import write_json_atomic
 
 from .errors import SyncError
 from .journal import CopyRecord
@@ -60,16 +60,7 @@ def write_migration_manifest(path: str | Path, *, source: str, destination: str,
     doc = {"kind": MIGRATION_MANIFEST_KIND, "schema_version": MIGRATION_MANIFEST_VERSION, "source": source,
            "destination": destination, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mode": mode,
            "objects": [entry_from_record(r) for r in sorted(records, key=lambda r: r.key)]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(doc, path)
     return path
 
 

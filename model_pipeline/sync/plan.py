@@ -24,8 +24,6 @@ refuses it.
 
 from __future__ import annotations
 
-import base64
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +31,7 @@ from dataclasses import dataclass, field
 
 from lepton_cdk.contract.data_plan import DATA_PLAN_KIND, DATA_PLAN_SCHEMA_VERSION
 from model_pipeline.storage import LocalStore, ObjectInfo, ObjectStore
+from model_pipeline.storage.base import md5_from_etag
 
 from .errors import SyncError
 from .filters import KeyFilter, literal_prefix
@@ -48,7 +47,6 @@ ASSUMED_SECONDS_PER_OBJECT = 0.03  # request round trips per object (list, put, 
 # Cloud Storage multi-regions have no region code; price them as a region of that continent.
 _MULTI_REGION_FOR_PRICING = {"us": "us-central1", "eu": "europe-west1", "asia": "asia-east1", "nam4": "us-central1",
                              "eur4": "europe-west4"}
-_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -98,9 +96,7 @@ def _md5_of(info: ObjectInfo) -> str | None:
     """base64 md5: GCS reports it; an S3 single-part ETag is its hex."""
     if info.md5:
         return info.md5
-    if info.etag and _MD5_ETAG.match(info.etag):
-        return base64.b64encode(bytes.fromhex(info.etag)).decode("ascii")
-    return None
+    return md5_from_etag(info.etag)
 
 
 def _dest_matches(rec: CopyRecord, d: ObjectInfo) -> bool:

@@ -39,11 +39,6 @@ class VerifyReport:
                 "compared_by": self.compared_by, "differences": [{"key": k, "problem": p} for k, p in self.differences]}
 
 
-def evidence(store: ObjectStore, info: ObjectInfo) -> dict[str, str]:
-    """Checksums the store itself computed for ``info`` (or, for a local file, computed here by reading it)."""
-    return store.server_checksums(info)
-
-
 def _read(store: ObjectStore, info: ObjectInfo) -> dict[str, str]:
     d = store.read_digest(info)
     return {"sha256": d.sha256, "crc32c": d.crc32c}
@@ -73,7 +68,7 @@ def verify_trees(source: ObjectStore, destination: ObjectStore, *, workers: int 
         s, d = src[key], dst[key]
         if s.size != d.size:
             return key, f"size differs: {s.size} bytes at the source, {d.size} at the destination", "size"
-        a, b = evidence(source, s), evidence(destination, d)
+        a, b = source.server_checksums(s), destination.server_checksums(d)
         got = _compare(a, b)
         if got is None:
             a, b = a if "sha256" in a else _read(source, s), b if "sha256" in b else _read(destination, d)
@@ -108,7 +103,7 @@ def verify_against_manifest(source: ObjectStore, destination: ObjectStore, manif
             return f"{side}: missing", "size"
         if info.size != size:
             return f"{side}: size differs: {info.size} bytes, the manifest says {size}", "size"
-        have = evidence(store, info)
+        have = store.server_checksums(info)
         got = _compare(have, want)
         how = got[0] if got else "sha256 (read)"
         if got is None:
