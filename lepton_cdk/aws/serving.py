@@ -57,14 +57,15 @@ from typing import Protocol
 
 from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, aws
 from lepton_cdk.core.interfaces import Grant, IGrantable
+from lepton_cdk.core.triton import TRITON_HTTP_PORT, TRITON_READY_PATH
 from lepton_cdk.core.validation import PropChecks
 
 from .bucket import ModelArtifacts
 from .gpu_nodes import GpuNodeGroup, IHasArn, IHasId
 from .iam import PolicyStatement, ServiceRole
 
-SERVING_PORT = 8000
-HEALTH_CHECK_PATH = "/v2/health/ready"
+SERVING_PORT = TRITON_HTTP_PORT  # where the nodes' Triton answers
+HEALTH_CHECK_PATH = TRITON_READY_PATH
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 DEFAULT_SAGEMAKER_INSTANCE_TYPE = "ml.g5.xlarge"
 TRITON_REPOSITORY = "sagemaker-tritonserver"

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +139,12 @@ def load_baseline(path: str | Path) -> list[BaselineEntry]:
     return entries
 
 
+def checkov_executable() -> str | None:
+    """The ``checkov`` on PATH or beside this Python (a virtual environment's bin/); None when absent."""
+    beside = Path(sys.executable).parent / "checkov"
+    return shutil.which("checkov") or (str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None)
+
+
 def stack_files(cdktf_outs: Iterable[str | Path]) -> list[Path]:
     """Every ``stacks/<name>/cdk.tf.json`` under the given ``cdktf.out`` folders, sorted by path."""
     files = sorted(p for out in cdktf_outs for p in Path(out).glob("stacks/*/cdk.tf.json"))
@@ -211,8 +220,6 @@ def check_stacks(cdktf_outs: str | Path | Iterable[str | Path], baseline: str | 
     Raises :class:`CheckovError` when checkov is missing or fails to
     report, :class:`BaselineError` for a bad baseline file.
     """
-    from lepton_cdk.review.policy import checkov_executable
-
     outs = [cdktf_outs] if isinstance(cdktf_outs, str | Path) else list(cdktf_outs)
     entries = load_baseline(baseline) if isinstance(baseline, str | Path) else list(baseline)
     files = stack_files(outs)

@@ -35,9 +35,6 @@ MODEL_ROOT = "/opt/lepton/models"
 STATE_DIR = "/var/lib/lepton"
 READY_MARKER = f"{STATE_DIR}/model-ready"
 FAILED_MARKER = f"{STATE_DIR}/model-failed"
-SERVING_MARKER = f"{STATE_DIR}/serving"  # Triton was started (image, port)
-SERVING_FAILED_MARKER = f"{STATE_DIR}/serving-failed"  # the model verified but Triton would not start
-TRITON_REPOSITORY = f"{STATE_DIR}/triton"
 TRITON_CONTAINER = "lepton-triton"
 
 # A cdktf token embedded in a string: left alone, cdktf turns it into a Terraform reference.

@@ -17,6 +17,8 @@ from lepton_cdk.contract import Manifest, TensorSpec
 # Pinned: a moving tag would let two nodes of one group serve with different runtimes.
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
 TRITON_HTTP_PORT = 8000
+# Open Inference Protocol readiness: what load balancers and auto-healing check on the nodes.
+TRITON_READY_PATH = "/v2/health/ready"
 # Triton needs an integer version folder; the manifest's version (a hash) is kept in the config parameters.
 TRITON_MODEL_VERSION = "1"
 # Extra latency a request may wait so that Triton can batch it with others.

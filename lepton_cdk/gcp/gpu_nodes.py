@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, google
 from lepton_cdk.core.startup_script import TritonLaunch, render_fetch_and_verify_script
+from lepton_cdk.core.triton import TRITON_HTTP_PORT, TRITON_READY_PATH
 from lepton_cdk.core.validation import PropChecks
 
 from .bucket import ModelArtifacts
@@ -58,8 +59,8 @@ N1_ACCELERATORS = frozenset({"nvidia-tesla-t4", "nvidia-tesla-v100", "nvidia-tes
 _G2_GPUS = {"4": 1, "8": 1, "12": 1, "16": 1, "32": 1, "24": 2, "48": 4, "96": 8}
 _BOOT_DISK_TYPES = frozenset({"pd-balanced", "pd-ssd", "pd-standard", "hyperdisk-balanced"})
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d-[a-z]$")
-SERVING_PORT = 8000
-HEALTH_CHECK_PATH = "/v2/health/ready"
+SERVING_PORT = TRITON_HTTP_PORT  # where the nodes' Triton answers
+HEALTH_CHECK_PATH = TRITON_READY_PATH
 # Where Google's health checkers (and the load balancers' probes) come from.
 HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
 
@@ -78,7 +79,7 @@ def default_accelerator(machine_type: str) -> tuple[str, int] | None:
 
 
 class IHasId(Protocol):
-    """A subnetwork object: a ``ComputeSubnetwork`` resource, its data source, or anything with ``.id`` (and ``.network``)."""
+    """Anything with an ``.id``: a ``ComputeSubnetwork`` (or its data source), an SSL certificate, ..."""
 
     @property
     def id(self) -> str: ...

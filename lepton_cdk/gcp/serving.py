@@ -33,22 +33,14 @@ Default settings (``ModelServing``):
 from __future__ import annotations
 
 import ipaddress
-from typing import Protocol
 
 from lepton_cdk.core.framework import Construct, google
 from lepton_cdk.core.validation import PropChecks
 
-from .gpu_nodes import HEALTH_CHECK_PATH, SERVING_PORT, GpuNodeGroup
+from .gpu_nodes import HEALTH_CHECK_PATH, SERVING_PORT, GpuNodeGroup, IHasId
 from .naming import stable_suffix
 
 DEFAULT_PROXY_SUBNET_CIDR = "10.42.16.0/23"
-
-
-class IHasId(Protocol):
-    """A resource with an ``.id`` (an SSL certificate)."""
-
-    @property
-    def id(self) -> str: ...
 
 
 class ModelServing(Construct):

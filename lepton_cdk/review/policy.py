@@ -21,14 +21,11 @@ review also says which failures it accepts and which are new.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lepton_cdk.checks.checkov_baseline import BaselineEntry, CheckovError, compare
+from lepton_cdk.checks.checkov_baseline import BaselineEntry, CheckovError, checkov_executable, compare
 from lepton_cdk.checks.checkov_baseline import run_checkov as scan_with_checkov
 from lepton_cdk.checks.engine import REPORT_SCHEMA_VERSION
 from lepton_cdk.contract.schema_check import check_schema_version
@@ -93,12 +90,6 @@ class CheckovResult:
     baselined: bool = False
     accepted: int = 0
     new_ids: tuple[str, ...] = ()
-
-
-def checkov_executable() -> str | None:
-    """The ``checkov`` on PATH or beside this Python (a virtual environment's bin/); None when absent."""
-    beside = Path(sys.executable).parent / "checkov"
-    return shutil.which("checkov") or (str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None)
 
 
 def run_checkov(stack_file: Path, executable: str | None = None, baseline: Sequence[BaselineEntry] | None = None) -> CheckovResult:
