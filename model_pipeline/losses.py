@@ -24,6 +24,11 @@ from torch import nn
 CONSISTENCY = ("mse", "kd")
 
 
+def task_loss(out: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
+    """L_task: mean squared error for regression, binary cross-entropy on logits otherwise."""
+    return F.mse_loss(out, target) if task == "regression" else F.binary_cross_entropy_with_logits(out, target)
+
+
 class TransferLoss(nn.Module):
     """``(student_logits, teacher_logits, target) -> (total, task, trans)``; see the module doc.
 
@@ -54,10 +59,7 @@ class TransferLoss(nn.Module):
         if student_logits.shape != teacher_logits.shape:
             raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ in shape")
         target = target.to(student_logits.dtype).reshape(student_logits.shape)
-        if self.task == "regression":
-            task = F.mse_loss(student_logits, target)
-        else:
-            task = F.binary_cross_entropy_with_logits(student_logits, target)
+        task = task_loss(student_logits, target, self.task)
         # the teacher is fixed: no gradient may reach it through this term
         teacher = teacher_logits.detach()
         if self.consistency == "kd":

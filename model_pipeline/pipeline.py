@@ -49,6 +49,7 @@ from .datasets import LABEL, write_sample
 from .export import export_onnx
 from .losses import TransferLoss
 from .models import MLP, ServingModel, TabularTransformer, widen_categories
+from .report import row_label
 from .schema import TableSchema, infer_schema, reconcile, typed_frame
 from .train import TrainResult, evaluate, fine_tune, pretrain
 from .validate import check_parity
@@ -439,11 +440,6 @@ def _write_artifacts(
     write_manifest(manifest, build / MANIFEST_FILENAME)
     read_manifest(build / MANIFEST_FILENAME, verify=True)  # what infra will do, before anything is published
     return paths, manifest
-
-
-def row_label(row: dict[str, Any]) -> str:
-    """A comparison row's display name, e.g. ``transfer (full) lambda=0.1``."""
-    return row["model"] if row.get("lambda") is None else f"{row['model']} lambda={row['lambda']:g}"
 
 
 def _scale(y: np.ndarray, task: str) -> tuple[float, float]:

@@ -27,7 +27,8 @@ def _main_metrics(task_metrics: dict[str, Any]) -> list[str]:
     return ["auc", "accuracy", "log_loss"]
 
 
-def _row_label(row: dict[str, Any]) -> str:
+def row_label(row: dict[str, Any]) -> str:
+    """A comparison row's display name, e.g. ``transfer (full) lambda=0.1``."""
     return row["model"] if row.get("lambda") is None else f"{row['model']} lambda={row['lambda']:g}"
 
 
@@ -39,7 +40,7 @@ def comparison_markdown(metrics: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         c = r["compute"]
-        cells = [_row_label(r), *(f"{r['metrics'][n]:.4f}" for n in names), str(c["epochs"]), f"{c['rows_seen']:,}",
+        cells = [row_label(r), *(f"{r['metrics'][n]:.4f}" for n in names), str(c["epochs"]), f"{c['rows_seen']:,}",
                  f"{c['trainable_params']:,}", f"{c['seconds']:.2f}", f"{r['l_trans']:.4f}" if "l_trans" in r else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -93,7 +94,7 @@ def _plots(folder: Path, metrics: dict[str, Any], training: dict[str, Any], diff
     rows = metrics["comparison"]
     key = _main_metrics(rows[0]["metrics"])[0]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    labels = [_row_label(r).replace(" lambda", "\nlambda") for r in rows]
+    labels = [row_label(r).replace(" lambda", "\nlambda") for r in rows]
     ax1.bar(labels, [r["metrics"][key] for r in rows], color="tab:blue")
     ax1.set_ylabel(f"target test {key}")
     ax2.bar(labels, [r["compute"]["rows_seen"] for r in rows], color="tab:orange")

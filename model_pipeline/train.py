@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .losses import TransferLoss
+from .losses import TransferLoss, task_loss
 from .models import add_adapters, merge_adapters
 
 STRATEGIES = ("full", "head", "adapter")
@@ -69,14 +68,10 @@ def _check_settings(epochs: int, batch_size: int, lr: float, patience: int, n_tr
         raise ValueError(f"need training and validation rows; got {n_train} and {n_val}")
 
 
-def _task_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    return F.mse_loss(out, y) if task == "regression" else F.binary_cross_entropy_with_logits(out, y)
-
-
 @torch.no_grad()
 def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str = "classification") -> float:
     model.eval()
-    loss = _task_loss(_logits(model, x), y, task).item()
+    loss = task_loss(_logits(model, x), y, task).item()
     model.train()
     return loss
 
@@ -184,7 +179,7 @@ def pretrain(
     _check_settings(epochs, batch_size, lr, patience, len(xt), len(xv))
 
     def batch_losses(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"train_loss": _task_loss(model(xt[idx]), yt[idx], task)}
+        return {"train_loss": task_loss(model(xt[idx]), yt[idx], task)}
 
     return _fit(model, len(xt), xv, yv, batch_losses, epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, patience=patience, seed=seed, on_epoch=on_epoch, task=task)
