@@ -19,7 +19,7 @@ from pathlib import Path
 from lepton_cdk.contract import DataPlan
 
 from .errors import ReviewError
-from .prices import PriceCatalog, PriceRow
+from .prices import PriceCatalog, PriceRow, pricing_region
 from .resources import StackDocument
 
 HOURS_PER_MONTH = 730
@@ -249,7 +249,8 @@ def transfer_cost(src_cloud: str, src_region: str, dst_cloud: str, dst_region: s
     """
     size = gb(byte_count)
     route = f"{src_cloud} {src_region} -> {dst_cloud} {dst_region}"
-    if src_cloud == "local" or (src_cloud == dst_cloud and src_region == dst_region):
+    if src_cloud == "local" or (src_cloud == dst_cloud
+                                and pricing_region(src_cloud, src_region) == pricing_region(dst_cloud, dst_region)):
         why = "upload from a local disk (ingress is free)" if src_cloud == "local" else "same cloud and region"
         return CostLine("data transfer", label, "one-time", 0.0, f"{size:.6g} GB, {route}: $0.00 ({why})")
     sku = "internet" if src_cloud != dst_cloud else "inter-region"

@@ -115,6 +115,16 @@ def parse_catalog(text: str, name: str) -> list[PriceRow]:
     return [_row(raw, f"{name}:{line}") for line, raw in enumerate(reader, start=2) if any((v or "").strip() for v in raw.values())]
 
 
+# Cloud Storage multi-regions have no region code of their own; price them as a region of that continent.
+GCS_MULTI_REGION_FOR_PRICING = {"us": "us-central1", "eu": "europe-west1", "asia": "asia-east1", "nam4": "us-central1",
+                                "eur4": "europe-west4"}
+
+
+def pricing_region(cloud: str, region: str) -> str:
+    """The region whose prices apply to ``region`` (a GCS multi-region maps to one region of its continent)."""
+    return GCS_MULTI_REGION_FOR_PRICING.get(region, region) if cloud == "gcp" else region
+
+
 @dataclass(frozen=True)
 class PriceCatalog:
     """Dated prices, looked up by cloud, region, kind, SKU and pricing."""
@@ -124,6 +134,7 @@ class PriceCatalog:
 
     def find(self, cloud: str, region: str, kind: str, sku: str, pricing: str = "list") -> PriceRow | None:
         """The single matching (untiered) price, preferring an exact region over a pattern; None when absent."""
+        region = pricing_region(cloud, region)
         found = [r for r in self.rows if (r.cloud, r.kind, r.sku, r.pricing) == (cloud, kind, sku, pricing)
                  and r.matches_region(region)]
         exact = [r for r in found if r.region == region]
@@ -131,6 +142,7 @@ class PriceCatalog:
 
     def tiers(self, cloud: str, region: str, kind: str, sku: str) -> list[PriceRow]:
         """The tiered rows for a transfer, by tier start; exact-region rows win over patterns."""
+        region = pricing_region(cloud, region)
         found = [r for r in self.rows if (r.cloud, r.kind, r.sku) == (cloud, kind, sku) and r.matches_region(region)]
         exact = [r for r in found if r.region == region]
         return sorted(exact or found, key=lambda r: r.tier_start_gib)

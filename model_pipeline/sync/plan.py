@@ -44,9 +44,6 @@ NATIVE_TRANSFER_THRESHOLD_OBJECTS = 1_000_000
 ASSUMED_BYTES_PER_S = 100 * 1024**2  # a 1 Gbit/s-class link, for the time estimate
 ASSUMED_SECONDS_PER_OBJECT = 0.03  # request round trips per object (list, put, verify)
 
-# Cloud Storage multi-regions have no region code; price them as a region of that continent.
-_MULTI_REGION_FOR_PRICING = {"us": "us-central1", "eu": "europe-west1", "asia": "asia-east1", "nam4": "us-central1",
-                             "eur4": "europe-west4"}
 
 
 @dataclass(frozen=True)
@@ -252,10 +249,6 @@ def _trust_journal(src_objects: list[ObjectInfo], destination: ObjectStore, reco
     return trusted
 
 
-def _pricing_region(cloud: str, region: str) -> str:
-    return _MULTI_REGION_FOR_PRICING.get(region, region) if cloud == "gcp" else region
-
-
 def _bucket_and_prefix(store: ObjectStore) -> tuple[str, str]:
     return getattr(store, "bucket", None) or getattr(store, "bucket_name", ""), getattr(store, "prefix", "")
 
@@ -300,15 +293,16 @@ def native_transfer_recommendation(plan: MigrationPlan) -> dict:
 def plan_to_contract(plan: MigrationPlan, catalog=None, *, item_limit: int | None = 1000) -> dict:
     """The data-plan contract document (``lepton review --data-plan`` reads it), with the engine's extras."""
     from lepton_cdk.review.costs import transfer_cost
-    from lepton_cdk.review.prices import load_catalog
+    from lepton_cdk.review.prices import load_catalog, pricing_region
 
     catalog = catalog or load_catalog()
     totals = plan.totals()
     src, dst = plan.source, plan.destination
     plan.source_region = plan.source_region or src.region()
     plan.destination_region = plan.destination_region or dst.region()
-    cost = transfer_cost(src.cloud, _pricing_region(src.cloud, plan.source_region), dst.cloud,
-                         _pricing_region(dst.cloud, plan.destination_region), totals["bytes_copy"], catalog)
+    # named as priced: a GCS multi-region (us, eu, ...) as a region of its continent
+    cost = transfer_cost(src.cloud, pricing_region(src.cloud, plan.source_region), dst.cloud,
+                         pricing_region(dst.cloud, plan.destination_region), totals["bytes_copy"], catalog)
     seconds = totals["bytes_copy"] / ASSUMED_BYTES_PER_S + totals["objects_copy"] * ASSUMED_SECONDS_PER_OBJECT / 8
     items = [{"action": i.action, "key": i.key, "dest_key": i.dest_key, "bytes": i.size, "reason": i.reason}
              for i in plan.items if i.action != "skip"]

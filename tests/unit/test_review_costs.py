@@ -100,6 +100,16 @@ def small_catalog(tmp_path):
     return load_catalog(path)
 
 
+def test_a_cloud_storage_multi_region_is_priced_as_a_region_of_its_continent():
+    # a bucket in the "us" multi-region has no price rows of its own; `lepton data plan` and `lepton review`
+    # must both price it (they share the catalog lookup), as us-central1
+    catalog = load_catalog()
+    multi = transfer_cost("gcp", "us", "aws", "us-east-1", 500 * GB, catalog)
+    region = transfer_cost("gcp", "us-central1", "aws", "us-east-1", 500 * GB, catalog)
+    assert multi.total_usd is not None and multi.total_usd == region.total_usd > 0
+    assert transfer_cost("gcp", "us", "gcp", "us-central1", 10 * GB, catalog).total_usd == 0  # same continent's region
+
+
 def test_recommend_picks_the_cheapest_instance_meeting_the_memory_need(tmp_path):
     catalog = small_catalog(tmp_path)
     best = recommend(catalog, gpu_memory_gib=16)
