@@ -625,8 +625,9 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: Progress
             with stage("parity"):
                 test_cats = tgt_pre.categorical_values(tgt.test) if schema.categorical else None
                 x_test = tgt.test[list(schema.numeric)].to_numpy(dtype=np.float32)
+                parity_diffs: dict[str, np.ndarray] = {}
                 parity = check_parity(serving, model_path, x_test, atol=config.atol, rtol=config.rtol,
-                                      categorical=test_cats, preprocessor=tgt_pre)
+                                      categorical=test_cats, preprocessor=tgt_pre, per_row=parity_diffs)
                 progress(f"parity: passed on {parity.rows_checked} rows, max abs diff {parity.max_abs_diff:.2g} (atol {config.atol:g})")
 
             if config.quantize:
@@ -648,8 +649,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: Progress
 
                     write_tensorboard(build / "tensorboard", training)
                     write_report(build / "report", metrics=metrics, training=training, parity=parity, signature=signature,
-                                 onnx_path=model_path, serving_model=serving, x_raw=x_test, categorical=test_cats,
-                                 preprocessor=tgt_pre, config=config.to_dict())
+                                 parity_diffs=parity_diffs, config=config.to_dict())
                     progress("report: report/report.md, plots and tensorboard/ written")
 
             with stage("write"):

@@ -10,7 +10,6 @@ signature. Plots: ``loss_curves.png``, ``parity_histogram.png``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,31 +106,15 @@ def _plots(folder: Path, metrics: dict[str, Any], training: dict[str, Any], diff
     plt.close(fig)
 
 
-def _parity_diffs(onnx_path: Path, serving_model: Any, x_raw: np.ndarray, categorical: np.ndarray | None,
-                  preprocessor: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-    import torch
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    feeds: dict[str, np.ndarray] = {names[0]: x_raw}
-    with torch.no_grad():
-        if categorical is not None:
-            feeds[names[1]] = categorical.astype(str).astype(object)
-            want = serving_model(torch.tensor(x_raw), torch.tensor(preprocessor.onehot(categorical)))
-        else:
-            want = serving_model(torch.tensor(x_raw))
-    got = session.run(list(outputs), feeds)
-    return {n: np.abs(g.astype(np.float64) - w.numpy().astype(np.float64)).reshape(-1) for n, g, w in zip(outputs, got, want, strict=True)}
-
-
 def write_report(folder: Path, *, metrics: dict[str, Any], training: dict[str, Any], parity: ParityReport, signature: Signature,
-                 onnx_path: Path, serving_model: Any, x_raw: np.ndarray, categorical: np.ndarray | None, preprocessor: Any,
-                 config: dict[str, Any]) -> Path:
-    """Write ``folder/report.md`` and its plots; returns the Markdown file's path."""
+                 parity_diffs: dict[str, np.ndarray], config: dict[str, Any]) -> Path:
+    """Write ``folder/report.md`` and its plots; returns the Markdown file's path.
+
+    ``parity_diffs`` holds each output's absolute onnxruntime-vs-PyTorch difference per test row
+    (as :func:`model_pipeline.validate.check_parity` measured it).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    diffs = _parity_diffs(onnx_path, serving_model, x_raw, categorical, preprocessor, [o.name for o in signature.outputs])
-    _plots(folder, metrics, training, diffs)
+    _plots(folder, metrics, training, parity_diffs)
     schema = metrics["data"]["schema"]
     lines = [
         "# Model pipeline report",

@@ -59,7 +59,7 @@ def _diffs(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> tuple
 
 def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndarray,
                  atol: float = 1e-5, rtol: float = 1e-4, *, categorical: np.ndarray | None = None,
-                 preprocessor: Preprocessor | None = None) -> ParityReport:
+                 preprocessor: Preprocessor | None = None, per_row: dict[str, np.ndarray] | None = None) -> ParityReport:
     """Compare onnxruntime with PyTorch on raw rows ``x_raw`` (NaN allowed) plus :func:`probe_rows`.
 
     With categorical columns, ``categorical`` holds their raw text ``[rows, m]``
@@ -71,7 +71,9 @@ def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndar
     shapes at batch N and batch 1, and every output value. Raises
     :class:`ParityError` (one line: which output, the max difference, the
     tolerance and what to do) on any breach; returns a passed
-    :class:`ParityReport` otherwise.
+    :class:`ParityReport` otherwise. Given a ``per_row`` dict, it is filled with
+    each output's absolute difference on the rows of ``x_raw`` (batch N, probes
+    left out), for the report's histogram.
     """
     if atol < 0 or rtol < 0:
         raise ValueError(f"atol={atol} and rtol={rtol} must be >= 0")
@@ -79,6 +81,7 @@ def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndar
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"x_raw must be a non-empty [rows, features] array; got shape {x.shape}")
     probes = probe_rows(x.shape[1])
+    n_given = len(x)
     x = np.concatenate([x, probes])
     cats = None
     if categorical is not None:
@@ -118,6 +121,9 @@ def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndar
                     f"output {name!r} has shape {list(got[name].shape)} in onnxruntime but {list(want[name].shape)} in PyTorch "
                     f"for a batch of {len(batch)}; re-export with a dynamic batch dimension"
                 )
+        if per_row is not None and rows == slice(None):
+            per_row.update({name: np.abs(got[name][:n_given].astype(np.float64) - want[name][:n_given].astype(np.float64)).reshape(-1)
+                            for name in names_out})
         for name in names_out:
             max_abs, max_rel, ok = _diffs(got[name], want[name], atol, rtol)
             stats = per_output[name]

@@ -34,6 +34,16 @@ def test_gate_passes_the_real_model_on_rows_with_missing_values(small_run):
     assert "CPUExecutionProvider" in report.runtime
 
 
+def test_gate_hands_back_the_per_row_differences_the_report_plots(small_run):
+    rows = _rows(small_run)
+    per_row: dict = {}
+    report = check_parity(small_run.result.model, small_run.result.paths["model"], rows, per_row=per_row)
+    assert set(per_row) == set(report.per_output)
+    for name, diffs in per_row.items():
+        assert diffs.shape == (len(rows),)  # the given rows only, not the probe rows
+        assert 0 <= diffs.max() <= report.per_output[name]["max_abs_diff"]
+
+
 def test_gate_fails_when_the_onnx_file_is_another_models(small_run, tmp_path):
     # same preprocessing and architecture, other weights: the file of another training run
     params = json.loads(small_run.result.paths["preprocessor"].read_text())
