@@ -47,11 +47,11 @@ from lepton_cdk.contract import (
 from .data import CleaningReport, DataError, Preprocessor, Split, clean, fingerprint, read_table, split
 from .datasets import LABEL, write_sample
 from .export import export_onnx
-from .losses import TransferLoss
+from .losses import CONSISTENCY, TransferLoss
 from .models import MLP, ServingModel, TabularTransformer, widen_categories
 from .report import row_label
-from .schema import TableSchema, infer_schema, reconcile, typed_frame
-from .train import TrainResult, evaluate, fine_tune, pretrain
+from .schema import TASKS, TableSchema, infer_schema, reconcile, typed_frame
+from .train import STRATEGIES, TrainResult, evaluate, fine_tune, pretrain
 from .validate import check_parity
 
 Progress = Callable[[str], None]
@@ -196,16 +196,16 @@ class PipelineConfig:
         if self.torch_threads is not None:
             int_in("torch_threads", 1, 1024)
         check("label", isinstance(self.label, str) and bool(self.label), "a column name")
-        check("task", self.task in ("classification", "regression"), "classification or regression")
+        check("task", self.task in TASKS, "classification or regression")
         check("model", self.model in ("mlp", "transformer"), "mlp or transformer")
         int_in("d_model", 4, 1024)
         int_in("n_heads", 1, 64)
         int_in("n_layers", 1, 12)
         if is_int(self.d_model) and is_int(self.n_heads) and self.n_heads > 0 and self.d_model % self.n_heads:
             out.append(f"d_model={self.d_model} (allowed: a multiple of n_heads={self.n_heads})")
-        check("strategy", self.strategy in ("full", "head", "adapter"), "full, head or adapter")
+        check("strategy", self.strategy in STRATEGIES, "full, head or adapter")
         int_in("adapter_rank", 1, 256)
-        check("consistency", self.consistency in ("mse", "kd"), "mse or kd")
+        check("consistency", self.consistency in CONSISTENCY, "mse or kd")
         num_in("temperature", 0.0, 100.0, lo_open=True)
         if self.consistency == "kd" and self.task == "regression":
             out.append("consistency='kd' (allowed: mse for regression; kd needs class probabilities)")
