@@ -95,6 +95,13 @@ class ServiceRole(Construct):
         """Every statement granted so far."""
         return tuple(self._statements)
 
+    @property
+    def policy(self) -> Any:
+        """The inline policy (child ``"Policy"``) holding every grant, for ``depends_on``; it exists once something was granted."""
+        if self._policy is None:
+            raise ValueError(f"{self.node.path} has no inline policy yet: grant it something first")
+        return self._policy
+
     def add_to_principal_policy(self, statement: PolicyStatement) -> None:
         """Add ``statement`` to the role's inline policy (child ``"Policy"``)."""
         self._statements.append(statement)

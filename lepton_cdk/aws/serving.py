@@ -379,7 +379,7 @@ class ManagedModelServing(Construct):
             ) if subnets is not None and security_groups is not None else None,
             tags={"lepton:model": f"{model.manifest.model_name}:{model.manifest.model_version}"},
             # SageMaker checks the role's access when the model is created.
-            depends_on=[self.role.node.find_child("Policy")],
+            depends_on=[self.role.policy],
             lifecycle=replace_first,
         )
         ec = aws.sagemaker_endpoint_configuration

@@ -192,7 +192,7 @@ class DataTransferJob(Construct):
         self.bucket_access_role = ServiceRole(self, "BucketAccessRole", service="datasync.amazonaws.com",
                                               description="lepton-cdk DataSync access to the destination bucket")
         self._grant_destination(destination, destination_prefix, delete_unique_in_sink)
-        role_policy = self.bucket_access_role.node.find_child("Policy")
+        role_policy = self.bucket_access_role.policy
         self.destination_location = aws.datasync_location_s3.DatasyncLocationS3(
             self, "Destination",
             s3_bucket_arn=destination.bucket_arn,
