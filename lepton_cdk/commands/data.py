@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from .options import number
+
 app = typer.Typer(help="Migrate data between clouds: plan (priced), sync (verified, resumable), verify.",
                   no_args_is_help=True)
 
@@ -46,6 +48,13 @@ NoTraverseOpt = Annotated[bool, typer.Option("--no-traverse", help="Do not list 
                                                                       "objects change in a large destination; an object changed "
                                                                       "there by something else goes unnoticed until `lepton data "
                                                                       "verify`. Not with --delete.")]
+MaxDeleteOpt = Annotated[str | None, typer.Option("--max-delete", metavar="N|N%", help="With --delete: the most destination "
+                                                   "objects it may remove, a count or a share of the destination's objects. "
+                                                   "Beyond it (or when the source lists nothing) the sync refuses and deletes "
+                                                   "nothing. Default: 50%.")]
+ChecksumOpt = Annotated[bool, typer.Option("--checksum", help="Decide what is unchanged by content hashes (read where the "
+                                                              "stores keep none) instead of the journal's size and "
+                                                              "modification time: a copy that rotted is copied again.")]
 TranscodeOpt = Annotated[Transcode | None, typer.Option("--transcode", help="Convert *.csv to Parquet (zstd) before transfer, "
                                                                             "proving row count and content equal.")]
 
@@ -70,9 +79,14 @@ def _human(n: float) -> str:
 def _plan_text(doc: dict, limit: int = 10) -> str:
     lines = [f"plan ({doc['mode']}): {doc['source']['uri']} ({doc['source']['cloud']} {doc['source']['region']}) -> "
              f"{doc['destination']['uri']} ({doc['destination']['cloud']} {doc['destination']['region']})",
-             f"  copy   {doc['objects_to_copy']:>8,} objects  {_human(doc['bytes_to_copy']):>12}",
-             f"  skip   {doc['objects_unchanged']:>8,} objects  {_human(doc['bytes_unchanged']):>12}  (unchanged)",
-             f"  delete {doc['objects_to_delete']:>8,} objects  {_human(doc['bytes_to_delete']):>12}"]
+             f"  delete {doc['objects_to_delete']:>8,} objects  {_human(doc['bytes_to_delete']):>12}"
+             + (f"  (--max-delete {doc['max_delete']})" if doc.get("max_delete") else "")]
+    if doc.get("delete_refusal"):
+        lines.append(f"  sync would refuse --delete: {doc['delete_refusal'].removeprefix('refusing --delete: ')}")
+    lines += [f"  copy   {doc['objects_to_copy']:>8,} objects  {_human(doc['bytes_to_copy']):>12}",
+              f"  skip   {doc['objects_unchanged']:>8,} objects  {_human(doc['bytes_unchanged']):>12}  "
+              f"(unchanged{', by checksum' if doc.get('checksum') else ''})"]
+    lines += _problem_lines(doc.get("unwritable", []), doc.get("skipped", []), limit)
     cost = doc["estimated_egress_usd"]
     shown = "unpriced" if cost is None else f"${cost:,.2f}" if cost >= 1 else f"${cost:.4f}"
     lines.append(f"  egress: {shown}  ({doc['egress_cost_detail']})")
@@ -95,19 +109,39 @@ def _plan_text(doc: dict, limit: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _build(src: str, dst: str, mode: Mode, include, exclude, delete: bool, endpoint, journal_path, transcode, workers: int = 8,
-           part_size_mib: int = 8, threshold_mib: int = 16, no_traverse: bool = False):
-    from lepton_cdk.progress import ProgressReporter
-    from model_pipeline.sync import Journal, build_plan, default_journal_path
+def _problem_lines(unwritable: list[dict], skipped: list[dict], limit: int) -> list[str]:
+    """One line per object the destination cannot take and per entry a listing left out (the first ``limit`` of each)."""
+    lines = []
+    if unwritable:
+        lines.append(f"  cannot write {len(unwritable):,} object(s) at the destination (reported failed, the rest is copied):")
+        lines += [f"    {u['key']}: {u['reason']}" for u in unwritable[:limit]]
+    if skipped:
+        lines.append(f"  skipped {len(skipped):,} entr{'y' if len(skipped) == 1 else 'ies'} the listings left out (not copied, "
+                     "not deleted):")
+        lines += [f"    ({e['side']}) {e['key']}: {e['reason']}" for e in skipped[:limit]]
+    for shown, every in ((unwritable, "unwritable"), (skipped, "skipped")):
+        if len(shown) > limit:
+            lines.append(f"    ... and {len(shown) - limit:,} more {every} (--json lists them)")
+    return lines
 
-    source = _open(src, endpoint, part_size_mib, threshold_mib, workers)
-    destination = _open(dst, endpoint, part_size_mib, threshold_mib, workers)
+
+def _stores(src: str, dst: str, endpoint, workers: int = 8, part_size_mib: int = 8, threshold_mib: int = 16):
+    return (_open(src, endpoint, part_size_mib, threshold_mib, workers),
+            _open(dst, endpoint, part_size_mib, threshold_mib, workers))
+
+
+def _build(source, destination, mode: Mode, include, exclude, delete: bool, journal_path, transcode, workers: int = 8,
+           no_traverse: bool = False, max_delete: str | None = None, checksum: bool = False):
+    from lepton_cdk.progress import ProgressReporter
+    from model_pipeline.sync import Journal, build_plan, default_journal_path, parse_max_delete
+
+    limit = parse_max_delete(max_delete) if max_delete is not None else None
     journal = Journal(journal_path or default_journal_path(source.uri, destination.uri), source.uri, destination.uri)
     reporter = ProgressReporter()
     with reporter.stage("Listing source and destination"):
         plan = build_plan(source, destination, mode=mode.value, include=tuple(include or ()), exclude=tuple(exclude or ()),
                           delete=delete, transcode=transcode.value if transcode else None, journal=journal,
-                          workers=workers, progress=reporter, no_traverse=no_traverse)
+                          workers=workers, progress=reporter, no_traverse=no_traverse, max_delete=limit, checksum=checksum)
     return plan, journal
 
 
@@ -124,13 +158,17 @@ def plan_command(
     journal: JournalOpt = None,
     transcode: TranscodeOpt = None,
     no_traverse: NoTraverseOpt = False,
+    max_delete: MaxDeleteOpt = None,
+    checksum: ChecksumOpt = False,
     prices: Annotated[Path | None, typer.Option("--prices", help="A price catalog CSV instead of the shipped, dated one.")] = None,
 ) -> None:
-    """List what a sync would copy, skip and delete, with the egress cost, the time and the DataTransferJob settings."""
+    """List what a sync would delete (first), copy and skip, with the egress cost, the time and the DataTransferJob settings."""
     from lepton_cdk.review.prices import load_catalog
     from model_pipeline.sync import plan_to_contract
 
-    plan, _ = _build(src, dst, mode, include, exclude, delete, endpoint, journal, transcode, no_traverse=no_traverse)
+    source, destination = _stores(src, dst, endpoint)
+    plan, _ = _build(source, destination, mode, include, exclude, delete, journal, transcode, no_traverse=no_traverse,
+                     max_delete=max_delete, checksum=checksum)
     doc = plan_to_contract(plan, load_catalog(prices))
     typer.echo(json.dumps(doc, indent=2, ensure_ascii=False) if as_json else _plan_text(doc))
 
@@ -153,22 +191,34 @@ def sync_command(
     part_size_mib: Annotated[int, typer.Option("--part-size-mib", min=5, max=5120, help="Multipart part size (memory per worker).")] = 8,
     multipart_threshold_mib: Annotated[int, typer.Option("--multipart-threshold-mib", min=5,
                                                          help="Objects this large or larger upload in parts.")] = 16,
+    max_delete: MaxDeleteOpt = None,
+    checksum: ChecksumOpt = False,
+    lock_wait: Annotated[float, typer.Option("--lock-wait", metavar="SECONDS", parser=number(at_least=0),
+                                             help="Wait this long for another sync to the same destination to finish "
+                                                  "(default: fail at once, naming the lock).")] = 0.0,
     as_json: JsonOpt = False,
     endpoint: EndpointOpt = None,
 ) -> None:
-    """Copy SRC to DST: streamed, parallel, verified at the destination, journaled for resume, with a migration manifest."""
+    """Copy SRC to DST: streamed, parallel, verified at the destination, journaled for resume, with a migration manifest.
+
+    One sync per destination runs at a time (a lock under the state folder); the plan is made and run under it.
+    """
     from lepton_cdk.progress import TransferProgress
     from model_pipeline.sync import SyncIncompleteError, SyncOptions, plan_to_contract, run_sync
 
-    plan, jour = _build(src, dst, mode, include, exclude, delete, endpoint, journal, transcode, workers,
-                        part_size_mib, multipart_threshold_mib, no_traverse)
+    source, destination = _stores(src, dst, endpoint, workers, part_size_mib, multipart_threshold_mib)
+    build = dict(mode=mode, include=include, exclude=exclude, delete=delete, journal_path=journal, transcode=transcode,
+                 workers=workers, no_traverse=no_traverse, max_delete=max_delete, checksum=checksum)
     if dry_run:
+        plan, _ = _build(source, destination, **build)
         doc = plan_to_contract(plan)
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False) if as_json else _plan_text(doc))
         return
-    manifest_path = manifest or jour.path.with_suffix(".manifest.json")
-    result = run_sync(plan, jour, SyncOptions(workers=workers, manifest_path=manifest_path),
-                      TransferProgress(f"sync {plan.mode}"))
+    with destination.exclusive(wait_s=lock_wait):  # the plan must describe the destination the run writes to
+        plan, jour = _build(source, destination, **build)
+        manifest_path = manifest or jour.path.with_suffix(".manifest.json")
+        result = run_sync(plan, jour, SyncOptions(workers=workers, manifest_path=manifest_path, lock_wait_s=lock_wait),
+                          TransferProgress(f"sync {plan.mode}"))
     summary = result.to_dict()
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -180,11 +230,17 @@ def sync_command(
         for t in summary["transcoded"]:
             typer.echo(f"  transcoded {t['key']} -> {t['dest_key']}: {t['csv_bytes']:,} -> {t['parquet_bytes']:,} bytes, "
                        f"{t['rows']:,} rows, fingerprint {t['fingerprint'][:16]}.. equal")
+        for key, error in result.failed:
+            typer.echo(f"  failed {key}: {error}")
+        for entry in summary["skipped"]:
+            typer.echo(f"  skipped ({entry['side']}) {entry['key']}: {entry['reason']}")
         typer.echo(f"  manifest: {summary['manifest']}\n  journal: {summary['journal']}")
     if not result.ok:
         problems = [f"{k}: {e}" for k, e in (*result.changed_during_run, *result.failed)]
+        fix = ("rename or --exclude the keys the destination cannot take, then re-run" if result.plan.unwritable
+               else "re-run the same command to resume")
         raise SyncIncompleteError(f"{len(problems)} object(s) not copied ({'; '.join(problems[:3])}"
-                                  f"{'; ...' if len(problems) > 3 else ''}); re-run the same command to resume")
+                                  f"{'; ...' if len(problems) > 3 else ''}); {fix}")
 
 
 @app.command("verify")

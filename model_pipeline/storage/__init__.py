@@ -17,17 +17,20 @@ from .base import (
     WriteResult,
 )
 from .errors import (
+    DestinationBusyError,
     IntegrityError,
     ObjectNotFoundError,
     SourceChangedError,
     StorageError,
     StoreConfigError,
     TransientStorageError,
+    UnwritableKeyError,
 )
 from .local import LocalStore
 from .uri import open_store, parse_store_uri
 
 __all__ = [
-    "IntegrityError", "LocalStore", "ObjectInfo", "ObjectNotFoundError", "ObjectStore", "SourceChangedError",
-    "StorageError", "StoreConfigError", "TransientStorageError", "WriteResult", "open_store", "parse_store_uri",
+    "DestinationBusyError", "IntegrityError", "LocalStore", "ObjectInfo", "ObjectNotFoundError", "ObjectStore",
+    "SourceChangedError", "StorageError", "StoreConfigError", "TransientStorageError", "UnwritableKeyError",
+    "WriteResult", "open_store", "parse_store_uri",
 ]

@@ -7,7 +7,7 @@ import posixpath
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -68,6 +68,9 @@ def md5_from_etag(etag: str | None) -> str | None:
 ExpectedDigest = Callable[[], Digest]
 """Returns the source's checksums; called only after every chunk has been consumed."""
 
+OnSkip = Callable[[str, str], None]
+"""Told ``(key, reason)`` for every entry a listing leaves out: a link, a special file, an unreadable folder."""
+
 
 class ObjectStore(ABC):
     """A bucket prefix or a local folder holding objects under '/'-separated keys."""
@@ -76,6 +79,48 @@ class ObjectStore(ABC):
     uri: str
     part_size: int = DEFAULT_PART_SIZE
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
+    keys_are_paths: bool = False  # a key becomes a file path (a local folder): not every key can be one
+    _destination_lock = None  # the DestinationLock this store object holds, if any
+
+    def location(self) -> tuple[str, str]:
+        """``(namespace, path)``: two stores overlap when their namespaces are equal and one path starts the other.
+
+        ``path`` is '' (the whole namespace) or ends in '/'. Default: the URI alone, overlapping only itself.
+        """
+        return self.uri, ""
+
+    def lock_identity(self) -> str:
+        """What the destination lock is keyed by: the URI (a local folder uses its resolved path)."""
+        return self.uri
+
+    @contextmanager
+    def exclusive(self, *, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold this destination's lock for the block (see ``storage.lock``); re-entered freely by the same store object.
+
+        Raises :class:`~model_pipeline.storage.errors.DestinationBusyError` when another run holds it after ``wait_s``.
+        """
+        from .lock import DestinationLock
+
+        if self._destination_lock is not None:
+            yield
+            return
+        lock = DestinationLock(self.lock_identity(), self.uri)
+        lock.acquire(wait_s)
+        self._destination_lock = lock
+        try:
+            yield
+        finally:
+            self._destination_lock = None
+            lock.release()
+
+    @property
+    def holds_lock(self) -> bool:
+        """Whether this store object holds its destination lock."""
+        return self._destination_lock is not None
+
+    def key_problem(self, key: str) -> str | None:
+        """Why ``key`` cannot be written here (one line with the fix), or None. A bucket takes any key as it is."""
+        return None
 
     @abstractmethod
     def region(self) -> str:
@@ -86,8 +131,8 @@ class ObjectStore(ABC):
         """Raise :class:`StoreConfigError` when the bucket or folder is missing or unreachable."""
 
     @abstractmethod
-    def list(self) -> Iterator[ObjectInfo]:
-        """Every object under the prefix, keys relative to it."""
+    def list(self, on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:
+        """Every object under the prefix, keys relative to it; ``on_skip`` hears of every entry left out, and why."""
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
@@ -114,8 +159,9 @@ class ObjectStore(ABC):
     def discard_partial_writes(self) -> int:
         """Remove what killed writes left behind (never visible under a key); returns how many. Default: nothing.
 
-        Clouds keep no partial object: an S3 multipart upload that was never
-        completed is invisible and is removed by the bucket's lifecycle rule.
+        Only the holder of the destination lock (:meth:`exclusive`) may call it. Clouds keep no partial
+        object: an S3 multipart upload that was never completed is invisible and is removed by the
+        bucket's lifecycle rule.
         """
         return 0
 
@@ -135,6 +181,25 @@ class ObjectStore(ABC):
             for chunk in chunks:
                 d.update(chunk)
         return d.result()
+
+
+def key_below_prefix(name: str, prefix: str, size: int, on_skip: OnSkip | None) -> str | None:
+    """The key a bucket listing gives for the object ``name``, or None for a folder marker.
+
+    A key is a key: every object holding data is listed under its name relative to the prefix, including names
+    with ``//``, ``.``/``..`` segments or a trailing ``/`` (only a local destination restricts keys). A zero-byte
+    name ending in ``/`` is a folder marker (the console's "create folder") and, as in ``aws s3 sync`` and
+    rclone, not an object. An object named exactly like the prefix has no key below it: it is reported.
+    """
+    key = name[len(prefix):]
+    if not key:
+        if size and on_skip is not None:
+            on_skip("", f"the object {name!r} ({size} bytes) is named like the prefix itself, so it has no key below it; "
+                        "copy it on its own")
+        return None
+    if key.endswith("/") and size == 0:
+        return None
+    return key
 
 
 def normalize_prefix(prefix: str) -> str:

@@ -25,3 +25,11 @@ class SourceChangedError(StorageError):
 
 class IntegrityError(StorageError):
     """What the destination holds does not match the checksums of what was read from the source."""
+
+
+class DestinationBusyError(StorageError):
+    """Another sync holds the destination's lock."""
+
+
+class UnwritableKeyError(StorageError):
+    """An object key that cannot be a file inside a local folder (``..``, ``a//b``, a link or a file in the way)."""

@@ -13,7 +13,16 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from .base import SHA256_METADATA_KEY, ExpectedDigest, ObjectInfo, ObjectStore, WriteResult, as_stream
+from .base import (
+    SHA256_METADATA_KEY,
+    ExpectedDigest,
+    ObjectInfo,
+    ObjectStore,
+    OnSkip,
+    WriteResult,
+    as_stream,
+    key_below_prefix,
+)
 from .errors import (
     IntegrityError,
     ObjectNotFoundError,
@@ -70,6 +79,8 @@ class GcsStore(ObjectStore):
             return StoreConfigError(f"Google Cloud rejected the credentials for {where}; refresh them")
         if isinstance(exc, gexc.Forbidden):
             return StorageError(f"access denied to {where} ({what}); grant roles/storage.objectAdmin on the bucket")
+        if isinstance(exc, gexc.RetryError):  # the client already retried until its deadline: not worth another round
+            return StorageError(f"{what} on {where}: no answer after the client's retries ({exc.cause or exc})")
         if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, requests.ConnectionError, requests.Timeout)):
             return TransientStorageError(f"{what} on {where}: {exc}")
         try:
@@ -121,13 +132,16 @@ class GcsStore(ObjectStore):
                           version=str(blob.generation) if blob.generation else None,
                           sha256=(blob.metadata or {}).get(SHA256_METADATA_KEY), crc32c=blob.crc32c, md5=blob.md5_hash)
 
-    def list(self) -> Iterator[ObjectInfo]:
-        """Every object under the prefix with its generation, crc32c, md5 and sha256 metadata."""
+    def location(self) -> tuple[str, str]:
+        """The bucket (at its endpoint) and the prefix."""
+        return f"gs://{self.bucket_name}@{self.endpoint or 'google'}", self.prefix
+
+    def list(self, on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:
+        """Every object under the prefix with its generation, crc32c, md5 and sha256 metadata; keys kept as they are."""
         try:
             for blob in self._client.list_blobs(self._bucket, prefix=self.prefix or None):
-                if blob.name.endswith("/") or len(blob.name) <= len(self.prefix):
-                    continue
-                yield self._info(blob)
+                if key_below_prefix(blob.name, self.prefix, blob.size or 0, on_skip) is not None:
+                    yield self._info(blob)
         except Exception as exc:  # noqa: BLE001
             translated = self._translate(exc, "list objects")
             if isinstance(translated, ObjectNotFoundError):

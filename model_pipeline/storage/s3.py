@@ -18,7 +18,16 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from .base import SHA256_METADATA_KEY, ExpectedDigest, ObjectInfo, ObjectStore, WriteResult, md5_from_etag
+from .base import (
+    SHA256_METADATA_KEY,
+    ExpectedDigest,
+    ObjectInfo,
+    ObjectStore,
+    OnSkip,
+    WriteResult,
+    key_below_prefix,
+    md5_from_etag,
+)
 from .errors import (
     IntegrityError,
     ObjectNotFoundError,
@@ -156,16 +165,19 @@ class S3Store(ObjectStore):
             self._region = resp.get("LocationConstraint") or "us-east-1"
         return self._region
 
-    def list(self) -> Iterator[ObjectInfo]:
-        """ListObjectsV2 under the prefix (sizes and ETags; checksums need :meth:`head`)."""
+    def location(self) -> tuple[str, str]:
+        """The bucket (at its endpoint) and the prefix."""
+        return f"s3://{self.bucket}@{self.endpoint or 'aws'}", self.prefix
+
+    def list(self, on_skip: OnSkip | None = None) -> Iterator[ObjectInfo]:
+        """ListObjectsV2 under the prefix (sizes and ETags; checksums need :meth:`head`); keys kept as they are."""
         paginator = self._client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for obj in page.get("Contents", []):
-                    key = obj["Key"][len(self.prefix):]
-                    if not key or key.endswith("/"):
-                        continue  # folder markers hold no data
-                    yield ObjectInfo(key=key, size=obj["Size"], etag=obj["ETag"].strip('"'))
+                    key = key_below_prefix(obj["Key"], self.prefix, obj["Size"], on_skip)
+                    if key is not None:
+                        yield ObjectInfo(key=key, size=obj["Size"], etag=obj["ETag"].strip('"'))
         except Exception as exc:  # noqa: BLE001
             translated = self._translate(exc, "list objects")
             if translated is exc:

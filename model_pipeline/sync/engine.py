@@ -10,7 +10,15 @@ worth retrying (5xx, throttling, dropped connection, a checksum mismatch in
 transit) restarts that object with exponential backoff; the SDKs' own retries
 run first. A source object rewritten during the run is reported and not
 copied; the next run picks up its new version. Deletions (``full --delete``)
-run last and only when every copy succeeded.
+run last and only when every copy succeeded, and never past the plan's
+deletion guard (``MigrationPlan.delete_refusal``): a refused plan raises
+before anything moves.
+
+A run holds the destination's lock (``ObjectStore.exclusive``) from start to
+end, so a second run on the same destination fails (or waits) instead of
+racing it; only the lock holder discards temporary files killed runs left.
+Objects the plan found the destination cannot take are reported failed,
+entries the listings left out are reported skipped, both per object.
 """
 
 from __future__ import annotations
@@ -35,10 +43,10 @@ from model_pipeline.storage import (
     TransientStorageError,
 )
 
-from .errors import TranscodeError
+from .errors import SyncError, TranscodeError
 from .journal import CopyRecord, Journal
 from .manifest import write_migration_manifest
-from .plan import MigrationPlan, PlanItem
+from .plan import MigrationPlan, PlanItem, SkippedEntry
 from .transcode import csv_to_parquet
 
 RETRYABLE = (TransientStorageError, IntegrityError)
@@ -65,6 +73,7 @@ class SyncOptions:
     max_attempts: int = 5
     backoff_s: float = 0.5
     manifest_path: Path | None = None
+    lock_wait_s: float = 0.0  # how long to wait for another run's lock on the destination
 
 
 @dataclass
@@ -73,10 +82,11 @@ class SyncResult:
 
     plan: MigrationPlan
     copied: list[CopyRecord] = field(default_factory=list)
-    skipped: int = 0
+    skipped: int = 0  # planned objects left as they are: unchanged, or finished by an interrupted run
     resumed: int = 0
     deleted: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped_entries: list[SkippedEntry] = field(default_factory=list)  # left out by a listing: links, special files
     changed_during_run: list[tuple[str, str]] = field(default_factory=list)
     retries: int = 0
     seconds: float = 0.0
@@ -106,6 +116,7 @@ class SyncResult:
             "objects_skipped": self.skipped, "objects_resumed": self.resumed, "objects_deleted": len(self.deleted),
             "retries": self.retries, "seconds": round(self.seconds, 3),
             "failed": [{"key": k, "error": e} for k, e in self.failed],
+            "skipped": [{"side": e.side, "key": e.key, "reason": e.reason} for e in self.skipped_entries],
             "changed_during_run": [{"key": k, "error": e} for k, e in self.changed_during_run],
             "verified_by": sorted({r.verified_by for r in self.copied}),
             "transcoded": [{"key": r.key, "dest_key": r.dest_key, "csv_bytes": r.bytes, "parquet_bytes": r.dest_bytes,
@@ -208,10 +219,24 @@ class _Copier:
 
 def run_sync(plan: MigrationPlan, journal: Journal, options: SyncOptions | None = None,
              progress: TransferProgress | None = None) -> SyncResult:
-    """Copy, verify and (for ``full --delete``) delete as planned; write the migration manifest."""
+    """Copy, verify and (for ``full --delete``) delete as planned, holding the destination's lock; write the manifest.
+
+    Raises :class:`SyncError` before anything moves when the plan's deletions exceed its guard, and
+    ``DestinationBusyError`` when another run holds the destination (after ``options.lock_wait_s``).
+    """
     options = options or SyncOptions()
+    refusal = plan.delete_refusal()
+    if refusal:
+        raise SyncError(refusal)
+    with plan.destination.exclusive(wait_s=options.lock_wait_s):
+        return _run_locked(plan, journal, options, progress)
+
+
+def _run_locked(plan: MigrationPlan, journal: Journal, options: SyncOptions, progress: TransferProgress | None) -> SyncResult:
     started = time.monotonic()
     result = SyncResult(plan=plan, journal_path=journal.path)
+    result.failed.extend(plan.unwritable)
+    result.skipped_entries = list(plan.skipped)
     copies = plan.of("copy")
     skips = plan.of("skip")
     result.skipped = len(skips)

@@ -6,6 +6,10 @@ object and a plain MD5 ETag, and hashes computed here by reading. A sha256
 carried in user metadata is a claim, not evidence, and is not used. When two
 objects share no such checksum, both are read and hashed (for a cloud that
 read is billed as egress).
+
+Entries a listing leaves out (symbolic links, special files, unreadable
+folders; see ``LocalStore.list``) are differences: a tree with a skipped entry
+is never called identical to anything.
 """
 
 from __future__ import annotations
@@ -51,13 +55,46 @@ def _compare(a: dict[str, str], b: dict[str, str]) -> tuple[str, bool] | None:
     return None
 
 
+def content_matches(source: ObjectStore, s: ObjectInfo, destination: ObjectStore,
+                    d: ObjectInfo) -> tuple[bool, str, dict[str, str], dict[str, str]]:
+    """Whether two objects of equal size hold the same bytes: ``(same, algorithm, source checksums, destination checksums)``.
+
+    Checksums the stores computed themselves first; when they share none, the sides without a sha256 are read.
+    """
+    a, b = source.server_checksums(s), destination.server_checksums(d)
+    got = _compare(a, b)
+    if got is not None:
+        return got[1], got[0], a, b
+    a, b = a if "sha256" in a else _read(source, s), b if "sha256" in b else _read(destination, d)
+    got = _compare(a, b)
+    return bool(got and got[1]), "sha256 (read)", a, b
+
+
+def matches_recorded(store: ObjectStore, info: ObjectInfo, want: dict[str, str]) -> bool | None:
+    """Whether the object holds the bytes ``want`` (sha256 hex / crc32c base64) describes; None when nothing compares."""
+    want = {k: v for k, v in want.items() if v}
+    got = _compare(store.server_checksums(info), want)
+    if got is None:
+        got = _compare(_read(store, info), want)
+    return None if got is None else got[1]
+
+
+def _listing(store: ObjectStore, side: str, report: VerifyReport) -> dict[str, ObjectInfo]:
+    """The store's objects; every entry its listing leaves out is a difference."""
+    def on_skip(key: str, reason: str) -> None:
+        report.differences.append((key, f"skipped at the {side}, not compared: {reason}"))
+
+    return {o.key: o for o in store.list(on_skip=on_skip)}
+
+
 def verify_trees(source: ObjectStore, destination: ObjectStore, *, workers: int = 8) -> VerifyReport:
-    """Every source object must be at the destination with the same size and hash, and nothing more."""
+    """Every source object must be at the destination with the same size and hash, and nothing more (nothing skipped)."""
     source.check()
     destination.check()
     report = VerifyReport(source.uri, destination.uri)
-    src = {o.key: o for o in source.list()}
-    dst = {o.key: o for o in destination.list()}
+    src = _listing(source, "source", report)
+    dst = _listing(destination, "destination", report)
+    skipped = len(report.differences)
     for key in sorted(src.keys() - dst.keys()):
         report.differences.append((key, "missing at the destination"))
     for key in sorted(dst.keys() - src.keys()):
@@ -68,22 +105,15 @@ def verify_trees(source: ObjectStore, destination: ObjectStore, *, workers: int 
         s, d = src[key], dst[key]
         if s.size != d.size:
             return key, f"size differs: {s.size} bytes at the source, {d.size} at the destination", "size"
-        a, b = source.server_checksums(s), destination.server_checksums(d)
-        got = _compare(a, b)
-        if got is None:
-            a, b = a if "sha256" in a else _read(source, s), b if "sha256" in b else _read(destination, d)
-            got = _compare(a, b)
-            how = "sha256 (read)"
-        else:
-            how = got[0]
-        return key, None if got[1] else f"content differs ({got[0]})", how
+        same, how, _, _ = content_matches(source, s, destination, d)
+        return key, None if same else f"content differs ({'sha256' if how == 'sha256 (read)' else how})", how
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for key, problem, how in pool.map(check, both):
             report.compared_by[how] = report.compared_by.get(how, 0) + 1
             if problem:
                 report.differences.append((key, problem))
-    report.checked = len(src.keys() | dst.keys())
+    report.checked = len(src.keys() | dst.keys()) + skipped
     report.differences.sort()
     return report
 
@@ -94,8 +124,8 @@ def verify_against_manifest(source: ObjectStore, destination: ObjectStore, manif
     source.check()
     destination.check()
     report = VerifyReport(source.uri, destination.uri)
-    src = {o.key: o for o in source.list()}
-    dst = {o.key: o for o in destination.list()}
+    src = _listing(source, "source", report)
+    dst = _listing(destination, "destination", report)
 
     def check_one(store: ObjectStore, listing: dict, key: str, size: int, want: dict[str, str], side: str):
         info = listing.get(key)

@@ -331,3 +331,169 @@ def test_no_traverse_refuses_delete_and_the_cli_flag_skips_the_listing(src, tmp_
     refused = subprocess.run([*argv, "--mode", "full", "--delete"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1] == \
         "error: --delete needs the destination listing that --no-traverse skips; drop one of the two"
+
+
+# -- the engine never touches what it was not asked to ------------------------------------------------------------
+
+@pytest.fixture
+def state(tmp_path, monkeypatch) -> Path:
+    """A private state folder: locks, the staging registry and journals of this test only."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+@pytest.mark.parametrize(("key", "problem"), [
+    ("a/b.txt", None), ("ünï cödé/✓.txt", None), (".hidden", None), ("notes.lepton-tmp-mine", None), ("a\\b", None),
+    ("", "it is empty"), (".", "it has a '.' segment"), ("..", "it has a '..' segment"), ("a/./b", "it has a '.' segment"),
+    ("a/../b", "it has a '..' segment"), ("a//b", "it has an empty segment ('//')"), ("/abs", "it starts with '/'"),
+    ("a/", "it ends with '/', which no file name can"), ("a\x00b", "it holds a NUL byte"),
+    ("x" * 256, "a segment is longer than 255 bytes"),
+])
+def test_local_key_problem_names_why_a_key_cannot_be_a_path(key, problem):
+    from model_pipeline.storage.local import local_key_problem
+
+    assert local_key_problem(key) == problem
+
+
+def test_a_look_alike_temporary_name_is_an_ordinary_object_and_only_registered_ones_are_discarded(tmp_path, state):
+    dst = write_tree(tmp_path / "dst", {"notes.lepton-tmp-mine": b"user", ".x.lepton-tmp-0123456789abcdef": b"user too"})
+    store = LocalStore(dst)
+    # a temporary file of lepton's own, as a killed write leaves it: created, registered, never renamed
+    leftover = dst / f".big.bin{TMP_MARKER}feedfacefeedface"
+    leftover.write_bytes(b"half")
+    store.staging.add("feedfacefeedface", leftover.name, os.stat(leftover))
+    assert sorted(o.key for o in store.list()) == [".x.lepton-tmp-0123456789abcdef", "notes.lepton-tmp-mine"]
+    from model_pipeline.storage import StorageError
+
+    with pytest.raises(StorageError, match="only the holder of the lock"):
+        store.discard_partial_writes()
+    with store.exclusive():
+        assert store.discard_partial_writes() == 1
+    assert sorted(tree(dst)) == [".x.lepton-tmp-0123456789abcdef", "notes.lepton-tmp-mine"]
+    assert store.staging.entries() == []
+
+
+def test_a_registered_name_now_holding_another_file_is_left_alone(tmp_path, state):
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    store = LocalStore(dst)
+    stale = dst / f".a{TMP_MARKER}0000000000000001"
+    stale.write_bytes(b"ours")
+    store.staging.add("0000000000000001", stale.name, os.stat(stale))
+    stale.rename(tmp_path / "elsewhere")  # the registered inode lives on elsewhere, so the new file gets another
+    stale.write_bytes(b"the user's file, same name, another inode")
+    with store.exclusive():
+        assert store.discard_partial_writes() == 0
+    assert stale.read_bytes() == b"the user's file, same name, another inode"
+
+
+def test_listing_reports_links_and_special_files_instead_of_dropping_them(tmp_path, state):
+    src = write_tree(tmp_path / "src", {"a.txt": b"a", "sub/b.txt": b"b"})
+    (src / "to-file").symlink_to(src / "a.txt")
+    (src / "to-dir").symlink_to(tmp_path)
+    os.mkfifo(src / "sub/pipe")
+    skipped = []
+    keys = [o.key for o in LocalStore(src).list(on_skip=lambda k, r: skipped.append((k, r.split(",")[0].split(";")[0])))]
+    assert sorted(keys) == ["a.txt", "sub/b.txt"]
+    assert sorted(skipped) == [("sub/pipe", "a named pipe (FIFO)"), ("to-dir", "a symbolic link"),
+                               ("to-file", "a symbolic link")]
+
+
+def test_writes_and_deletes_never_go_through_a_linked_folder(tmp_path, state):
+    from model_pipeline.storage import UnwritableKeyError
+
+    outside = write_tree(tmp_path / "outside", {"x.bin": b"keep"})
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "sub").symlink_to(outside)
+    store = LocalStore(dst)
+    data = b"new bytes"
+    with pytest.raises(UnwritableKeyError, match="'sub' there is a symbolic link"):
+        store.write("sub/x.bin", iter([data]), len(data), lambda: digest_file_bytes(data))
+    with pytest.raises(UnwritableKeyError, match="symbolic link"):
+        store.delete("sub/x.bin")
+    assert store.head("sub/x.bin") is None
+    assert tree(outside) == {"x.bin": b"keep"}
+
+
+def test_a_link_at_the_final_name_is_replaced_not_written_through(tmp_path, state):
+    outside = write_tree(tmp_path / "outside", {"victim.txt": b"keep"})
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "victim.txt").symlink_to(outside / "victim.txt")
+    data = b"from the source"
+    LocalStore(dst).write("victim.txt", iter([data]), len(data), lambda: digest_file_bytes(data))
+    assert not (dst / "victim.txt").is_symlink() and (dst / "victim.txt").read_bytes() == data
+    assert (outside / "victim.txt").read_bytes() == b"keep"
+
+
+def digest_file_bytes(data: bytes):
+    from lepton_cdk.contract.checksums import digest_bytes
+
+    return digest_bytes(data)
+
+
+def test_the_destination_lock_refuses_a_second_holder_naming_the_lock_and_waits_when_asked(tmp_path, state):
+    import threading
+
+    from model_pipeline.storage import DestinationBusyError
+
+    first, second = LocalStore(tmp_path / "dst"), LocalStore(tmp_path / "dst")
+    with first.exclusive():
+        with pytest.raises(DestinationBusyError, match=r"the lock .*\.lock is held \(pid \d+"), second.exclusive():
+            pass
+        assert first.holds_lock and not second.holds_lock
+        waiter_got = []  # the waiter polls for the lock, which is freed when this block ends
+        waiter = threading.Thread(target=lambda: waiter_got.append(_hold_once(second)))
+        waiter.start()
+    waiter.join(timeout=30)
+    assert waiter_got == [True]
+
+
+def _hold_once(store: LocalStore) -> bool:
+    with store.exclusive(wait_s=30):
+        return store.holds_lock
+
+
+def test_checksum_mode_repairs_bit_rot_that_kept_its_mtime(src, tmp_path, state):
+    dst, journal = tmp_path / "dst", tmp_path / "j.jsonl"
+    sync(src, dst, journal)
+    victim = dst / "big/blob.bin"
+    before = victim.stat()
+    rotted = bytearray(victim.read_bytes())
+    rotted[4242] ^= 0x10
+    victim.write_bytes(bytes(rotted))
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))  # bit rot leaves size and mtime as they were
+    assert sync(src, dst, journal).copied == []  # size and mtime say unchanged: the journal vouches
+    repaired = sync(src, dst, journal, checksum=True)
+    assert [r.key for r in repaired.copied] == ["big/blob.bin"] and repaired.skipped == 42
+    assert tree(dst) == tree(src)
+    assert verify_trees(LocalStore(src), LocalStore(dst)).ok
+
+
+def test_keys_a_folder_cannot_hold_fail_one_by_one_and_the_rest_is_copied(tmp_path, state):
+    from tests.support.memory_store import MemoryStore
+
+    objects = {".": b"1", "..": b"2", "a/./b": b"3", "a//b": b"4", "/abs": b"5", "x": b"6", "x/": b"7", "x/y": b"8",
+               "ok/file": b"9", "folder-marker/": b""}
+    source, destination = MemoryStore(objects), LocalStore(tmp_path / "dst")
+    j = Journal(tmp_path / "j.jsonl", source.uri, destination.uri)
+    result = run_sync(build_plan(source, destination, journal=j), j, SyncOptions(workers=2))
+    assert not result.ok
+    assert {k for k, _ in result.failed} == {".", "..", "a/./b", "a//b", "/abs", "x", "x/"}
+    assert "'x/y' needs 'x' to be a folder" in dict(result.failed)["x"]
+    assert tree(tmp_path / "dst") == {"ok/file": b"9", "x/y": b"8"}
+    assert not list(tmp_path.glob("*.bin")) and sorted(p.name for p in tmp_path.iterdir()) == ["dst", "j.jsonl", "state"]
+    # a bucket keeps every key as it is
+    other = MemoryStore({}, uri="s3://other/")
+    j2 = Journal(tmp_path / "j2.jsonl", source.uri, other.uri)
+    copied = run_sync(build_plan(source, other, journal=j2), j2, SyncOptions(workers=2))
+    assert copied.ok and other.objects == {k: v for k, v in objects.items() if k != "folder-marker/"}
+
+
+def test_sync_summary_lists_skipped_entries_per_object(tmp_path, state):
+    src = write_tree(tmp_path / "src", {"a.txt": b"a"})
+    (src / "link").symlink_to(src / "a.txt")
+    result = sync(src, tmp_path / "dst", tmp_path / "j.jsonl")
+    assert result.ok and [r.key for r in result.copied] == ["a.txt"]
+    assert [(e["side"], e["key"]) for e in result.to_dict()["skipped"]] == [("source", "link")]

@@ -197,3 +197,111 @@ def test_review_reads_the_plan_file_and_carries_its_egress_to_infracost(src, tmp
     assert plan.bytes_to_copy == 5 * 2**30 and plan.source.cloud == "aws"
     usage = yaml.safe_load(infracost_usage_yaml(plan))["resource_usage"]
     assert usage["aws_data_transfer.us-east-1"]["monthly_outbound_internet_gb"] == 5.0
+
+
+# -- guards: deletions, overlapping locations, keys a folder cannot hold ------------------------------------------
+
+@pytest.mark.parametrize(("text", "count", "share"), [("0", 0, None), ("25", 25, None), ("50%", None, 0.5),
+                                                      ("100%", None, 1.0), ("12.5%", None, 0.125)])
+def test_max_delete_takes_a_count_or_a_share(text, count, share):
+    from model_pipeline.sync import parse_max_delete
+
+    limit = parse_max_delete(text)
+    assert (limit.count, limit.share, limit.explicit) == (count, share, True)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-1", "101%", "-5%", "1.5", "nan%", "50 %%"])
+def test_a_bad_max_delete_names_the_accepted_forms(text):
+    from model_pipeline.sync import parse_max_delete
+
+    with pytest.raises(SyncError, match=r"give a number of objects \(e.g. 100\) or a share"):
+        parse_max_delete(text)
+
+
+def _dst_with(tmp_path, n: int) -> Path:
+    return write_tree(tmp_path / "dst", {f"old/{i}.bin": b"x" for i in range(n)})
+
+
+def test_delete_refuses_an_empty_source_unless_the_limit_is_given(tmp_path):
+    from model_pipeline.sync import parse_max_delete
+
+    empty, dst = tmp_path / "empty", _dst_with(tmp_path, 3)
+    empty.mkdir()
+    plan = build_plan(LocalStore(empty), LocalStore(dst), mode="full", delete=True)
+    assert "lists no objects, so all 3 objects" in plan.delete_refusal() and "--max-delete 3" in plan.delete_refusal()
+    allowed = build_plan(LocalStore(empty), LocalStore(dst), mode="full", delete=True, max_delete=parse_max_delete("100%"))
+    assert allowed.delete_refusal() is None and len(allowed.of("delete")) == 3
+
+
+def test_delete_refuses_more_than_the_share_or_count_and_names_the_numbers(src, tmp_path):
+    from model_pipeline.sync import parse_max_delete
+
+    dst = _dst_with(tmp_path, 4)  # src shares none of these: all 4 would go
+    refusal = build_plan(LocalStore(src), LocalStore(dst), mode="full", delete=True).delete_refusal()
+    assert refusal.startswith("refusing --delete: it would delete 4 of the 4 objects") and "(--max-delete 100%)" in refusal
+    by_count = build_plan(LocalStore(src), LocalStore(dst), mode="full", delete=True, max_delete=parse_max_delete("3"))
+    assert "more than --max-delete 3" in by_count.delete_refusal()
+    assert build_plan(LocalStore(src), LocalStore(dst), mode="full", delete=True,
+                      max_delete=parse_max_delete("4")).delete_refusal() is None
+    with pytest.raises(SyncError, match="--max-delete limits what --delete removes"):
+        build_plan(LocalStore(src), LocalStore(dst), mode="full", max_delete=parse_max_delete("4"))
+
+
+def test_deletions_come_first_in_the_plan_and_its_contract(src, tmp_path):
+    dst = write_tree(tmp_path / "dst", {"zz-old.bin": b"old", **{f"keep{i}": b"k" for i in range(3)}})
+    plan = build_plan(LocalStore(src), LocalStore(dst), mode="full", delete=True, max_delete=None, exclude=("keep*",))
+    assert plan.items[0].action == "delete" and plan.items[0].key == "zz-old.bin"
+    doc = json.loads(json.dumps(plan_to_contract(plan, item_limit=1)))
+    assert doc["items"] == [{"action": "delete", "key": "zz-old.bin", "dest_key": "zz-old.bin", "bytes": 3,
+                             "reason": "not in the source"}]
+    assert doc["delete_refusal"] is None and doc["max_delete"] == "50%"
+    data_plan_from_dict(doc)
+
+
+@pytest.mark.parametrize(("inner", "message"), [
+    ("dst-in-src", "the destination .* is inside the source"),
+    ("src-in-dst", "the source .* is inside the destination"),
+    ("alias", "the destination .* is inside the source"),
+])
+def test_a_destination_inside_the_source_or_the_reverse_is_refused(src, tmp_path, inner, message):
+    (tmp_path / "alias").symlink_to(src)
+    pairs = {"dst-in-src": (src, src / "backup"), "src-in-dst": (src / "tables", src), "alias": (src, tmp_path / "alias/x")}
+    a, b = pairs[inner]
+    with pytest.raises(SyncError, match=message):
+        build_plan(LocalStore(a), LocalStore(b))
+    assert not (src / "backup").exists() and not (src / "x").exists()
+
+
+def test_prefixes_of_one_bucket_overlap_only_when_one_holds_the_other():
+    from tests.support.memory_store import MemoryStore
+
+    class Prefixed(MemoryStore):
+        def location(self):
+            bucket, _, prefix = self.uri.removeprefix("s3://").partition("/")
+            return f"s3://{bucket}", prefix
+
+    with pytest.raises(SyncError, match="inside the source"):
+        build_plan(Prefixed({"a": b"1"}, "s3://b/data/"), Prefixed({}, "s3://b/data/copy/"))
+    assert build_plan(Prefixed({"a": b"1"}, "s3://b/data/"), Prefixed({}, "s3://b/data2/")).of("copy")
+
+
+def test_a_local_destination_lists_keys_it_cannot_hold_with_the_reason(tmp_path):
+    from tests.support.memory_store import MemoryStore
+
+    source = MemoryStore({"a": b"1", "a/b": b"2", "c/./d": b"3", "ok": b"4", "t.csv": b"x\n1\n", "t.parquet": b"PAR1"})
+    dst = write_tree(tmp_path / "dst", {"ok/inside": b"existing", "file": b"f"})
+    source.objects["file/under"] = b"5"
+    plan = build_plan(source, LocalStore(dst), transcode="parquet")
+    reasons = dict(plan.unwritable)
+    assert sorted(reasons) == ["a", "c/./d", "file/under", "ok", "t.csv"]
+    assert "'a/b' needs 'a' to be a folder" in reasons["a"] and "'ok/inside' needs 'ok'" in reasons["ok"]
+    assert "it has a '.' segment" in reasons["c/./d"] and "'file' there is a file" in reasons["file/under"]
+    assert "would be written as 't.parquet', which the source also holds" in reasons["t.csv"]
+    assert sorted(i.key for i in plan.of("copy")) == ["a/b", "t.parquet"]
+    doc = plan_to_contract(plan)
+    assert {u["key"] for u in doc["unwritable"]} == set(reasons)
+
+
+def test_checksum_and_no_traverse_conflict(src, tmp_path):
+    with pytest.raises(SyncError, match="--checksum hashes every destination copy and --no-traverse"):
+        build_plan(LocalStore(src), LocalStore(tmp_path / "dst"), checksum=True, no_traverse=True)
