@@ -2,14 +2,14 @@
 
 Every artifact's size, sha256 and crc32c are checked against the manifest
 *before* any onnxruntime session is created, so a tampered or corrupted file
-never reaches the runtime. Rows are checked against the signature's
+never reaches the runtime; the preprocessor and the model are parsed from the
+very bytes that were hashed, and no artifact path may leave the run folder. Rows are checked against the signature's
 ``columns`` and the categories the model learned; a category it never saw is
 an error here (the graph itself would encode it as all zeros).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lepton_cdk.contract import read_manifest
+from lepton_cdk.contract import parse_json_document, read_artifact_bytes, read_manifest, verify_artifact
 
 from .data import DataError, Preprocessor, read_table
 
@@ -27,21 +27,33 @@ class ModelFileError(RuntimeError):
     """A model file exists and matches its manifest but onnxruntime cannot load it."""
 
 
-def open_session(path: str | Path) -> Any:
-    """An onnxruntime CPU session for ``path``; :class:`ModelFileError` (one line) when the file is not a loadable ONNX model."""
+def open_session(model: str | Path | bytes, *, name: str | Path | None = None) -> Any:
+    """An onnxruntime CPU session for ``model`` (a path, or the model's bytes with ``name`` for messages);
+    :class:`ModelFileError` (one line) when it is not a loadable ONNX model."""
     import onnxruntime as ort
 
+    source = model if isinstance(model, bytes) else str(model)
+    label = name if name is not None else model
     try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own (pybind) error types
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path} is not a loadable ONNX model ({first}); re-run `lepton pipeline run` to export it again") from None
+        raise ModelFileError(f"{label} is not a loadable ONNX model ({first}); re-run `lepton pipeline run` to export it again") from None
 
 
 def predict_table(run_dir: str | Path, data: str | Path) -> pd.DataFrame:
     """The model's outputs for every row of ``data``, one column per output, in row order."""
-    manifest = read_manifest(run_dir, verify=True)  # sha256 before any InferenceSession
-    pre = Preprocessor.from_dict(json.loads(manifest.artifact_file(manifest.artifact("preprocessor")).read_text()))
+    manifest = read_manifest(run_dir, verify=False)
+    # The preprocessor and the model are used as the very bytes that were hashed (no second read to swap a file
+    # into); every other artifact is re-hashed too, all before any InferenceSession.
+    pre_art, model_art = manifest.artifact("preprocessor"), manifest.model_artifact
+    pre_bytes = read_artifact_bytes(manifest, pre_art)
+    model_bytes = read_artifact_bytes(manifest, model_art)
+    for art in manifest.artifacts:
+        if art.name not in (pre_art.name, model_art.name):
+            verify_artifact(manifest, art)
+    pre_file = manifest.artifact_file(pre_art)
+    pre = Preprocessor.from_dict(parse_json_document(pre_bytes, what=f"preprocessor {pre_file}", fix="re-run `lepton pipeline run`"))
     table = read_table(data)
     inputs = manifest.signature.inputs
     wanted = [c for t in inputs for c in (t.columns or [])] or list(manifest.signature.feature_names)
@@ -62,7 +74,7 @@ def predict_table(run_dir: str | Path, data: str | Path) -> pd.DataFrame:
                 col = bad.any().idxmax()
                 raise DataError(f"column {col!r} in {data} must be numeric but has {int(bad[col].sum())} non-numeric value(s); fix or blank them")
             feeds[spec.name] = numeric.to_numpy(dtype=np.float32)
-    session = open_session(manifest.artifact_file(manifest.model_artifact))
+    session = open_session(model_bytes, name=manifest.artifact_file(model_art))
     names = [o.name for o in session.get_outputs()]
     out = session.run(names, feeds)
     return pd.DataFrame({n: o.reshape(-1) for n, o in zip(names, out, strict=True)})

@@ -5,6 +5,14 @@ model_pipeline never imports cdktf."""
 from .checksums import Digest, StreamingDigest, digest_bytes, digest_file
 from .data_plan import DATA_PLAN_SCHEMA_VERSION, DataLocation, DataPlan, data_plan_from_dict, read_data_plan
 from .errors import ChecksumMismatchError, ContractError, SchemaVersionError
+from .files import (
+    artifact_path_problem,
+    digest_regular_file,
+    open_regular_file,
+    parse_json_document,
+    read_json_document,
+    resolve_artifact_path,
+)
 from .manifest import (
     MANIFEST_FILENAME,
     SCHEMA_VERSION,
@@ -15,9 +23,12 @@ from .manifest import (
     ServingNeeds,
     Signature,
     TensorSpec,
+    artifact_problems,
     manifest_schema,
+    read_artifact_bytes,
     read_manifest,
     validate_manifest_dict,
+    verify_artifact,
     verify_artifacts,
     write_json_atomic,
     write_manifest,
@@ -30,4 +41,6 @@ __all__ = [
     "Lineage", "Manifest", "ParityReport", "SchemaVersionError", "ServingNeeds", "Signature", "StackOutputs",
     "StreamingDigest", "TensorSpec", "digest_bytes", "digest_file", "manifest_schema", "read_manifest",
     "read_outputs", "validate_manifest_dict", "verify_artifacts", "write_json_atomic", "write_manifest",
+    "artifact_path_problem", "artifact_problems", "digest_regular_file", "open_regular_file", "parse_json_document", "read_artifact_bytes",
+    "read_json_document", "resolve_artifact_path", "verify_artifact",
 ]

@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ContractError
+from .files import read_json_document
 from .schema_check import validate_document
 
 DATA_PLAN_SCHEMA_VERSION = "1.1.0"
@@ -94,11 +94,6 @@ def data_plan_from_dict(doc: Any, source: str = "data plan") -> DataPlan:
 def read_data_plan(path: str | Path) -> DataPlan:
     """Read and validate a data plan JSON file."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ContractError(f"data plan not found at {path}; write one with `lepton data plan --json > {path}`") from None
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"data plan {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                            "regenerate it with `lepton data plan --json`") from None
+    doc = read_json_document(path, what="data plan", fix="regenerate it with `lepton data plan --json`",
+                             missing=f"data plan not found at {path}; write one with `lepton data plan --json > {path}`")
     return data_plan_from_dict(doc, f"data plan {path}")

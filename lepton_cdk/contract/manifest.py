@@ -1,9 +1,11 @@
 """The model manifest: what model_pipeline produced and infra/ deploys.
 
 ``manifest.json`` sits beside the artifacts it lists; artifact paths are
-relative to its folder. Writing is atomic (a temporary file renamed into
-place), reading validates against the shipped JSON Schema, refuses a newer
-major ``schema_version`` and, unless told not to, re-hashes every artifact.
+relative to its folder and never leave it (see :mod:`.files`). Writing is
+atomic (a temporary file renamed into place), reading validates against the
+shipped JSON Schema, refuses a newer major ``schema_version`` and, unless told
+not to, re-hashes every artifact. :func:`read_artifact_bytes` is how a reader
+loads an artifact: the bytes it returns are the bytes it checked.
 """
 
 from __future__ import annotations
@@ -18,8 +20,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .checksums import digest_file
+from .checksums import Digest, digest_bytes
 from .errors import ChecksumMismatchError, ContractError
+from .files import (
+    artifact_path_problem,
+    digest_regular_file,
+    open_regular_file,
+    parse_json_document,
+    read_file_bytes,
+    resolve_artifact_path,
+)
 from .schema_check import check_schema_version as _check_version
 from .schema_check import validate_document
 
@@ -51,7 +61,7 @@ class Artifact:
     @classmethod
     def from_file(cls, name: str, file: Path, root: Path, media_type: str) -> Artifact:
         """Describe ``file`` (inside ``root``) by hashing it."""
-        d = digest_file(file)
+        d = digest_regular_file(file, what=f"artifact {name!r}", fix="write it as a regular file inside the run folder")
         rel = file.resolve().relative_to(root.resolve()).as_posix()
         return cls(name=name, path=rel, bytes=d.bytes, sha256=d.sha256, crc32c=d.crc32c, media_type=media_type)
 
@@ -142,10 +152,15 @@ class Manifest:
         return self.artifact(self.primary_artifact)
 
     def artifact_file(self, artifact: Artifact) -> Path:
-        """Where ``artifact`` lies on disk (the manifest's folder + its path)."""
+        """Where ``artifact`` lies on disk: its path under the manifest's folder, symlinks resolved.
+
+        Raises :class:`ContractError` when the path is absolute, has a ``..``
+        (or empty, ``.``) segment, or resolves outside the folder (see
+        :func:`~lepton_cdk.contract.files.resolve_artifact_path`).
+        """
         if self.base_dir is None:
             raise ContractError("this manifest was not read from disk; pass base_dir to resolve artifact paths")
-        return self.base_dir / artifact.path
+        return resolve_artifact_path(self.base_dir, artifact.path, name=artifact.name)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document, in schema order."""
@@ -189,10 +204,15 @@ class Manifest:
             ),
             parity=ParityReport(**doc["parity"]),
             metrics=doc["metrics"],
-            lineage=Lineage(**doc["lineage"]),
-            serving=ServingNeeds(**doc["serving"]),
+            # the schema lets a newer minor version add fields here; this reader keeps the ones it knows
+            lineage=Lineage(**_known_fields(Lineage, doc["lineage"])),
+            serving=ServingNeeds(**_known_fields(ServingNeeds, doc["serving"])),
             base_dir=base_dir,
         )
+
+
+def _known_fields(kind: type, values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in kind.__dataclass_fields__}
 
 
 def _signature_dict(sig: Signature) -> dict[str, Any]:
@@ -213,7 +233,24 @@ def check_schema_version(version: Any, what: str = "manifest") -> None:
 
 
 def validate_manifest_dict(doc: Any, source: str = "manifest") -> None:
-    """Raise :class:`ContractError` listing every schema violation in ``doc``."""
+    """Raise :class:`ContractError` listing every schema violation in ``doc``.
+
+    An artifact path that would leave the manifest's folder (absolute, a
+    ``..`` segment, a backslash, ...) is named on its own, before the schema's
+    regular-expression message.
+    """
+    if isinstance(doc, dict):
+        if "schema_version" not in doc and doc.get("kind") != MANIFEST_KIND:
+            # e.g. the manifest.json cdktf writes into cdktf.out: say what it is not, not which fields it lacks
+            raise ContractError(f"{source} is not a lepton-cdk model manifest (it has no schema_version and no "
+                                f"kind {MANIFEST_KIND!r}); pass the manifest.json that {_REGENERATE} wrote")
+        check_schema_version(doc.get("schema_version"), source)
+        for i, art in enumerate(doc.get("artifacts") if isinstance(doc.get("artifacts"), list) else []):
+            if isinstance(art, dict) and isinstance(art.get("path"), str) and (problem := artifact_path_problem(art["path"])):
+                name = art.get("name") if isinstance(art.get("name"), str) else f"#{i}"
+                raise ContractError(f"{source}: artifact {name!r} has path {art['path']!r}, which {problem}; "
+                                    "artifact paths are '/'-separated and relative to the manifest's folder; "
+                                    f"regenerate it with {_REGENERATE}")
     validate_document(doc, manifest_schema(), what=source, kind="manifest", supported_major=_MAJOR, regenerate=_REGENERATE)
     names = [a["name"] for a in doc["artifacts"]]
     if len(set(names)) != len(names):
@@ -223,34 +260,83 @@ def validate_manifest_dict(doc: Any, source: str = "manifest") -> None:
         raise ContractError(f"{source} names primary artifact {primary!r} but lists only {names}")
 
 
+_RESTORE = "restore the artifact or re-run the pipeline that wrote the manifest"
+
+
+def _check_digest(art: Artifact, file: Path, got: Digest) -> None:
+    for label, want, have in (("bytes", art.bytes, got.bytes), ("sha256", art.sha256, got.sha256), ("crc32c", art.crc32c, got.crc32c)):
+        if want != have:
+            raise ChecksumMismatchError(
+                f"artifact {art.name!r} ({file}) has {label} {have} but the manifest records {want}; "
+                f"the file changed after the manifest was written: {_RESTORE}"
+            )
+
+
+def _missing(art: Artifact, file: Path) -> str:
+    return f"artifact {art.name!r} is missing: {file} does not exist; {_RESTORE}"
+
+
+def verify_artifact(manifest: Manifest, artifact: Artifact) -> None:
+    """Re-hash one artifact (streamed) and compare its size, sha256 and crc32c with the manifest."""
+    file = manifest.artifact_file(artifact)
+    _check_digest(artifact, file, digest_regular_file(file, what=f"artifact {artifact.name!r}", fix=_RESTORE, missing=_missing(artifact, file)))
+
+
 def verify_artifacts(manifest: Manifest) -> None:
-    """Re-hash every artifact and compare with the manifest (size, sha256, crc32c)."""
+    """Re-hash every artifact and compare with the manifest (size, sha256, crc32c); the first problem raises."""
     for art in manifest.artifacts:
-        file = manifest.artifact_file(art)
-        if not file.is_file():
-            raise ContractError(f"artifact {art.name!r} is missing: {file} does not exist; re-run the pipeline that wrote the manifest")
-        d = digest_file(file)
-        for label, want, got in (("bytes", art.bytes, d.bytes), ("sha256", art.sha256, d.sha256), ("crc32c", art.crc32c, d.crc32c)):
-            if want != got:
-                raise ChecksumMismatchError(
-                    f"artifact {art.name!r} ({file}) has {label} {got} but the manifest records {want}; "
-                    "the file changed after the manifest was written: re-run the pipeline or restore the file"
-                )
+        verify_artifact(manifest, art)
+
+
+def artifact_problems(manifest: Manifest) -> dict[str, str]:
+    """``{artifact name: one-line problem}`` for every artifact that fails :func:`verify_artifact` (empty: all match)."""
+    problems = {}
+    for art in manifest.artifacts:
+        try:
+            verify_artifact(manifest, art)
+        except ContractError as exc:
+            problems[art.name] = str(exc)
+    return problems
+
+
+def read_artifact_bytes(manifest: Manifest, artifact: Artifact | str) -> bytes:
+    """The bytes of ``artifact`` (or the artifact of that name), checked against the manifest.
+
+    The file is read once; size, sha256 and crc32c are computed over exactly
+    the bytes returned, so a file swapped after the check cannot be used.
+    Never reads more than one byte past the recorded size.
+    """
+    art = manifest.artifact(artifact) if isinstance(artifact, str) else artifact
+    file = manifest.artifact_file(art)
+    with open_regular_file(file, what=f"artifact {art.name!r}", fix=_RESTORE, missing=_missing(art, file)) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size != art.bytes:  # a file of any other size is refused before it is loaded into memory
+            _check_digest(art, file, Digest(bytes=size, sha256="", crc32c=""))
+        try:
+            data = fh.read(art.bytes + 1)  # +1: a file that grew since the fstat shows as a size mismatch below
+        except OSError as exc:
+            raise ContractError(f"cannot read artifact {art.name!r} {file}: {exc.strerror or exc}; {_RESTORE}") from None
+    _check_digest(art, file, digest_bytes(data))
+    return data
 
 
 def read_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
-    """Read, validate and (by default) checksum-verify a manifest file."""
+    """Read, validate and (by default) checksum-verify a manifest file.
+
+    ``path`` is ``manifest.json`` or the folder holding it. Every way the file
+    can be unusable (missing, a folder, unreadable, not a regular file, not
+    UTF-8 JSON, nested too deeply, not a manifest) is one :class:`ContractError` line.
+    """
     path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_FILENAME
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ContractError(f"manifest not found at {path}; run `lepton demo` first or pass the path of an existing manifest.json") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"manifest {path} is not valid JSON ({exc.msg} at line {exc.lineno}); regenerate it with `lepton demo`") from None
+        if path.is_dir():
+            path = path / MANIFEST_FILENAME
+    except (OSError, ValueError):
+        pass  # not a folder we can look into: reading it below names the problem
+    fix = "pass the path of an existing manifest.json (or the folder holding it)"
+    data = read_file_bytes(path, what="manifest", fix=fix,
+                           missing=f"manifest not found at {path}; run `lepton demo` first or pass the path of an existing manifest.json")
+    doc = parse_json_document(data, what=f"manifest {path}", fix=f"regenerate it with {_REGENERATE}")
     validate_manifest_dict(doc, f"manifest {path}")
     manifest = Manifest.from_dict(doc, base_dir=path.parent.resolve())
     if verify:
@@ -264,22 +350,27 @@ def _current_umask() -> int:
     return mask
 
 
-def write_json_atomic(doc: Any, path: Path) -> None:
-    """Write ``doc`` as JSON so that readers see the old file or the new one, never half."""
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write ``text`` so that readers see the old file or the new one, never half (a temporary file renamed in)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         # mkstemp creates 0600; a manifest is meant to be read by others (CI, the deploy user)
         os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=False)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(doc: Any, path: Path) -> None:
+    """Write ``doc`` as JSON so that readers see the old file or the new one, never half."""
+    write_text_atomic(json.dumps(doc, indent=2, sort_keys=False) + "\n", path)
 
 
 def write_manifest(manifest: Manifest, path: str | Path) -> Path:

@@ -9,12 +9,12 @@ Accepts both shapes a user may hand us:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ContractError
+from .files import read_json_document
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,8 @@ def _is_terraform_output_json(doc: dict) -> bool:
 def read_outputs(path: str | Path, *, stack: str | None = None) -> dict[str, StackOutputs]:
     """Read an outputs file into ``{stack name: StackOutputs}``."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ContractError(f"outputs file not found at {path}; run `cdktf deploy --outputs-file {path}` first") from None
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"outputs file {path} is not valid JSON ({exc.msg}); re-run `cdktf deploy --outputs-file {path}`") from None
+    doc = read_json_document(path, what="outputs file", fix=f"re-run `cdktf deploy --outputs-file {path}`",
+                             missing=f"outputs file not found at {path}; run `cdktf deploy --outputs-file {path}` first")
     if not isinstance(doc, dict):
         raise ContractError(f"outputs file {path} is not a JSON object; re-run `cdktf deploy --outputs-file {path}`")
     if _is_terraform_output_json(doc):

@@ -38,7 +38,8 @@ class ModelArtifactsBase(Construct):
         self._objects = model_objects(verified, prefix, bucket.url_for_object)
         self.object_resources: dict[str, Any] = {}
         for art, obj in zip(verified.artifacts, self._objects, strict=True):
-            # Staged into cdktf.out, so the synthesized stack is self-contained and applies on another machine.
+            # Staged into cdktf.out, so the synthesized stack is self-contained and applies on another machine;
+            # artifact_file is the contract's resolution, so nothing outside the manifest's folder is staged.
             asset = TerraformAsset(self, f"Asset-{art.name}", path=str(verified.artifact_file(art)), type=AssetType.FILE)
             self.object_resources[art.name] = self._declare_object(f"Object-{art.name}", art, obj, asset.path)
 

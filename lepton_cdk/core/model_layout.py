@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from lepton_cdk.contract import Manifest, read_manifest, verify_artifacts
+from lepton_cdk.contract import Manifest, artifact_path_problem, read_manifest, verify_artifacts
 
 from .interfaces import ModelObject
 
@@ -51,14 +51,20 @@ def key_prefix_problems(prop: str, prefix: str) -> list[str]:
 
 
 def artifact_path_problems(manifest: Manifest) -> list[str]:
-    """Problems with artifact paths that would escape the model directory on a node."""
+    """Problems with artifact paths that would escape the model directory on a node or the key prefix in a bucket.
+
+    The path rules are the contract's (:func:`lepton_cdk.contract.artifact_path_problem`); on top, a path must
+    not hold Terraform template syntax, because it becomes part of an object key in the synthesized JSON.
+    """
     problems = []
     for art in manifest.artifacts:
-        parts = PurePosixPath(art.path).parts
-        if ".." in parts or art.path.startswith("/") or "${" in art.path or "%{" in art.path:
+        problem = artifact_path_problem(art.path)
+        if problem is None and ("${" in art.path or "%{" in art.path):
+            problem = "holds Terraform template syntax ('${' or '%{')"
+        if problem is not None:
             problems.append(
-                f"manifest artifact {art.name!r} has path {art.path!r}, which leaves the manifest folder or holds "
-                "Terraform template syntax; write artifacts inside the manifest's folder and re-run the pipeline"
+                f"manifest artifact {art.name!r} has path {art.path!r}, which {problem}; "
+                "write artifacts inside the manifest's folder under plain names and re-run the pipeline"
             )
     return problems
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from lepton_cdk.contract import DataPlan
+from lepton_cdk.contract import ContractError, DataPlan, resolve_artifact_path
 
 from .errors import ReviewError
 from .prices import PriceCatalog, PriceRow, pricing_region
@@ -192,7 +191,11 @@ def asset_bytes(stack: StackDocument) -> int | None:
             source = _literal_str(body.get(attr))
             content = body.get("content")
             if source is not None:
-                file = stack.folder / source
+                try:  # the contract's rule: a staged file stays inside its stack folder
+                    file = resolve_artifact_path(stack.folder, source)
+                except ContractError:
+                    raise ReviewError(f"{rtype}.{name} uploads {source!r}, which leaves the stack folder {stack.folder}; "
+                                      "re-run `cdktf synth`") from None
                 if not file.is_file():
                     raise ReviewError(f"{rtype}.{name} uploads {source}, but {file} does not exist; re-run `cdktf synth`")
                 total, found = total + file.stat().st_size, True
@@ -298,12 +301,3 @@ def total(lines: list[CostLine], basis: str, *, pricing: str = "on-demand", size
     chosen = [line for line in lines if line.basis == basis and line.pricing in ("", pricing)
               and line.size_case in ("", size_case)]
     return sum(line.total_usd for line in chosen if line.total_usd is not None), sum(line.total_usd is None for line in chosen)
-
-
-def artifact_bytes_from(manifest_path: str | Path | None) -> int | None:
-    """Total artifact bytes listed in a manifest (not re-hashed); None without one."""
-    if manifest_path is None:
-        return None
-    from lepton_cdk.contract import read_manifest
-
-    return sum(a.bytes for a in read_manifest(manifest_path, verify=False).artifacts)

@@ -164,10 +164,18 @@ def load_catalog(path: str | Path | None = None) -> PriceCatalog:
         text = resources.files(__package__).joinpath("prices.csv").read_text(encoding="utf-8")
         name = "lepton_cdk/review/prices.csv"
     else:
+        from lepton_cdk.contract.errors import ContractError
+        from lepton_cdk.contract.files import read_file_bytes
+
+        try:  # a folder, a FIFO, a path under a file: one line each, never a hang
+            data = read_file_bytes(path, what="price catalog", fix="pass an existing CSV to --prices",
+                                   missing=f"price catalog {path} not found; pass an existing CSV to --prices")
+        except ContractError as exc:
+            raise CatalogError(str(exc)) from None
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CatalogError(f"price catalog {path} not found; pass an existing CSV to --prices") from None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CatalogError(f"price catalog {path} is not UTF-8 text (byte {exc.start}); pass a CSV file to --prices") from None
         name = str(path)
     rows = parse_catalog(text, name)
     if not rows:

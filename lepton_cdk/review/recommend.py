@@ -3,11 +3,22 @@ counting the one-time egress of bringing the data there."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .costs import BYTES_PER_GB, HOURS_PER_MONTH, CostLine, transfer_cost, usd
 from .errors import ReviewError
 from .prices import PriceCatalog, PriceRow
+
+# An exabyte: far above any real move, and low enough that the byte count stays a finite number.
+MAX_DATA_GIB = 1e9
+
+
+def _finite(value: object) -> bool:
+    """A real number (not a bool) that is not NaN or infinite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -53,8 +64,11 @@ def recommend(catalog: PriceCatalog, *, gpu_memory_gib: float, clouds: list[str]
     egress the catalog cannot price come last. Ties break by monthly price,
     then cloud, region and instance type, so the order is the same every run.
     """
-    if gpu_memory_gib <= 0:
-        raise ReviewError(f"--gpu-memory-gib must be above 0, got {gpu_memory_gib}")
+    # NaN compares false both ways: `nan <= 0` is false and `memory < nan` never skips, so every instance qualified
+    if not (_finite(gpu_memory_gib) and gpu_memory_gib > 0):
+        raise ReviewError(f"--gpu-memory-gib must be a finite number above 0, got {gpu_memory_gib!r}")
+    if not (_finite(data_gib) and 0 <= data_gib <= MAX_DATA_GIB):
+        raise ReviewError(f"--data-gib must be a finite number from 0 to {MAX_DATA_GIB:g}, got {data_gib!r}")
     result = []
     for cloud, region, sku, memory, hourly, rows in _candidates(catalog, pricing):
         if memory < gpu_memory_gib or (clouds and cloud not in clouds) or (regions and region not in regions):

@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lepton_cdk.checks.checkov_baseline import load_baseline
-from lepton_cdk.contract import DataPlan, read_data_plan
+from lepton_cdk.contract import DataPlan, read_data_plan, read_manifest
 
 from .changes import TypeChanges, diff_stack
-from .costs import EGRESS_WAIVER_NOTE, HOURS_PER_MONTH, CostLine, artifact_bytes_from, data_plan_costs, stack_costs, total, usd
+from .costs import EGRESS_WAIVER_NOTE, HOURS_PER_MONTH, CostLine, data_plan_costs, stack_costs, total, usd
 from .policy import CheckovResult, Finding, read_policy_report, run_checkov
 from .prices import PriceCatalog, load_catalog
 from .resources import StackDocument, read_stack_documents
+from .uploads import ManifestCheck, check_manifest_uploads
 
 COMMENT_MARKER = "<!-- lepton-review -->"
 
@@ -42,6 +43,7 @@ class Review:
     migration_costs: list[CostLine]
     catalog: PriceCatalog
     notes: list[str] = field(default_factory=list)
+    manifest: ManifestCheck | None = None  # with --manifest: its checksums and whether the stacks upload it
 
 
 def build_review(cdktf_out: str | Path, *, base: str | Path | None = None, data_plan: str | Path | None = None,
@@ -49,14 +51,19 @@ def build_review(cdktf_out: str | Path, *, base: str | Path | None = None, data_
                  checkov: bool = True, checkov_baseline: str | Path | None = None) -> Review:
     """Read the synth (and the base, plan and manifest when given) and price and check every stack.
 
-    ``checkov_baseline`` (a reviewed baseline file) marks which checkov failures are accepted.
+    ``checkov_baseline`` (a reviewed baseline file) marks which checkov failures are accepted. With
+    ``manifest``, its artifact sizes price the storage, and its checksums and the objects the stacks upload
+    are compared with it: each mismatch is a finding in :attr:`Review.manifest`, not an error.
     """
     catalog = catalog or load_catalog()
     baseline = load_baseline(checkov_baseline) if checkov_baseline is not None else None
     head = {s.name: s for s in read_stack_documents(cdktf_out)}
     base_stacks: dict[str, StackDocument] = {s.name: s for s in read_stack_documents(base)} if base is not None else {}
     findings = read_policy_report(cdktf_out)
-    artifact_bytes = artifact_bytes_from(manifest)
+    # not verified here: a checksum failure is a finding of the review, not a reason to stop it
+    model = read_manifest(manifest, verify=False) if manifest is not None else None
+    artifact_bytes = sum(a.bytes for a in model.artifacts) if model is not None else None
+    manifest_check = check_manifest_uploads(model, manifest, list(head.values())) if model is not None else None
     stacks = []
     for name in sorted(set(head) | set(base_stacks)):
         mine, theirs = head.get(name), base_stacks.get(name)
@@ -81,7 +88,24 @@ def build_review(cdktf_out: str | Path, *, base: str | Path | None = None, data_
     notes = []
     if plan and plan.source.cloud not in ("local", plan.destination.cloud):
         notes.append(EGRESS_WAIVER_NOTE)
-    return Review(Path(cdktf_out), Path(base) if base is not None else None, stacks, plan, migration, catalog, notes)
+    return Review(Path(cdktf_out), Path(base) if base is not None else None, stacks, plan, migration, catalog, notes,
+                  manifest_check)
+
+
+def _manifest_section(check: ManifestCheck) -> list[str]:
+    lines = ["", "### Model manifest", ""]
+    where = f"`{check.path}` ({check.model})"
+    uploads = (f"{check.objects_checked} uploaded object(s) in {', '.join(f'`{s}`' for s in check.stacks_checked)}"
+               if check.stacks_checked else "no stack uploads model objects")
+    if check.passed:
+        lines.append(f"{where}: its {check.artifacts} artifact(s) match their sha256/crc32c; {uploads}"
+                     + (", every one the manifest's" if check.stacks_checked else "") + ".")
+        return lines
+    lines.append(f"{where}: **{len(check.findings)} finding(s)**: the synth does not upload exactly this manifest, "
+                 f"or its files changed ({uploads} checked).")
+    lines.append("")
+    lines += [f"- {'`' + f.stack + '` ' if f.stack else 'manifest '}`{f.resource}`: {f.message}" for f in check.findings]
+    return lines
 
 
 def _money_or_unknown(line: CostLine) -> str:
@@ -153,6 +177,8 @@ def render_markdown(review: Review) -> str:
             lines.append(line)
         if stack.costs:
             lines += ["", "**Cost**", ""] + _scenario_summary(stack.costs) + [""] + _cost_table(stack.costs)
+    if review.manifest is not None:
+        lines += _manifest_section(review.manifest)
     if review.data_plan is not None:
         plan = review.data_plan
         lines += ["", "### Data migration", "",
@@ -190,6 +216,7 @@ def review_to_dict(review: Review) -> dict:
             "costs": [c.to_dict() for c in s.costs],
         } for s in review.stacks],
         "data_migration": [c.to_dict() for c in review.migration_costs],
+        "manifest": review.manifest.to_dict() if review.manifest is not None else None,
         "notes": review.notes,
         "catalog": {"sources": list(review.catalog.sources), "retrieved": list(review.catalog.retrieved_range)},
     }

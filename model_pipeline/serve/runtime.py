@@ -2,7 +2,8 @@
 
 The model file is read once; its sha256 is computed over exactly the bytes
 handed to onnxruntime, so a file swapped between the check and the load
-cannot be served. The execution provider actually in use is read back from
+cannot be served; every other artifact the manifest lists is re-hashed too,
+and no path may leave the manifest's folder. The execution provider actually in use is read back from
 the session, because ``onnxruntime-gpu`` silently falls back to CPU when the
 CUDA libraries are missing.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lepton_cdk.contract import Manifest, digest_bytes, read_manifest
+from lepton_cdk.contract import ContractError, Manifest, read_artifact_bytes, read_manifest, verify_artifact
 from lepton_cdk.core.triton import tensor_type
 
 from .errors import ServeError
@@ -66,20 +67,26 @@ class LoadedModel:
 
 
 def verified_model_bytes(manifest: Manifest) -> bytes:
-    """The primary artifact's bytes, after checking their size and sha256 against the manifest."""
-    artifact = manifest.model_artifact
-    path = manifest.artifact_file(artifact)
+    """The primary artifact's bytes, after checking their size, sha256 and crc32c against the manifest.
+
+    The checksums are computed over exactly the bytes returned (no second read to swap a file into),
+    and the path is resolved inside the manifest's folder (see :func:`lepton_cdk.contract.read_artifact_bytes`).
+    """
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ServeError(f"refusing to serve: model artifact {path} does not exist; restore it or re-run the pipeline that wrote the manifest") from None
-    digest = digest_bytes(data)
-    if digest.sha256 != artifact.sha256 or digest.bytes != artifact.bytes:
-        raise ServeError(
-            f"refusing to serve {path}: its sha256 is {digest.sha256} ({digest.bytes} bytes) but the manifest records "
-            f"{artifact.sha256} ({artifact.bytes} bytes); restore the artifact or re-run the pipeline that wrote the manifest"
-        )
-    return data
+        return read_artifact_bytes(manifest, manifest.model_artifact)
+    except ContractError as exc:
+        raise ServeError(f"refusing to serve: {exc}") from None
+
+
+def verify_other_artifacts(manifest: Manifest) -> None:
+    """Re-hash every artifact but the model (read by :func:`verified_model_bytes`): a server starts only from a
+    manifest whose every file is the one it records, the preprocessor included."""
+    for art in manifest.artifacts:
+        if art.name != manifest.primary_artifact:
+            try:
+                verify_artifact(manifest, art)
+            except ContractError as exc:
+                raise ServeError(f"refusing to serve: {exc}") from None
 
 
 def _check_session_matches(session, manifest: Manifest, path: Path) -> None:
@@ -96,18 +103,19 @@ def _check_session_matches(session, manifest: Manifest, path: Path) -> None:
 
 
 def load_model(manifest_path: str | Path, *, providers: str = "auto", threads: int = 0) -> LoadedModel:
-    """Read the manifest, verify the model artifact and open an onnxruntime session for it.
+    """Read the manifest, verify every artifact and open an onnxruntime session for the model.
 
     ``threads`` sets onnxruntime's intra-op threads (0: its default).
-    Raises :class:`ServeError` (one line) when the artifact does not match the
-    manifest, the graph disagrees with the signature, or a required provider
-    is not in use.
+    Raises :class:`ServeError` (one line) when an artifact does not match the
+    manifest or leaves its folder, the graph disagrees with the signature, or
+    a required provider is not in use.
     """
     import onnxruntime as ort
 
     manifest = read_manifest(manifest_path, verify=False)
     path = Path(manifest_path)
     data = verified_model_bytes(manifest)
+    verify_other_artifacts(manifest)
     wanted, required = resolve_providers(providers, ort.get_available_providers())
     if CUDA in wanted and hasattr(ort, "preload_dlls"):
         # onnxruntime-gpu[cuda,cudnn] ships CUDA/cuDNN as pip packages; they load only when asked

@@ -26,8 +26,11 @@ from lepton_cdk.contract import (
     checksums,
     digest_bytes,
     manifest_schema,
+    read_artifact_bytes,
+    read_data_plan,
     read_manifest,
     read_outputs,
+    resolve_artifact_path,
     validate_manifest_dict,
     write_manifest,
 )
@@ -105,7 +108,19 @@ def test_stdlib_checker_agrees_with_jsonschema_on_invalid_documents(written, mut
     mutate(doc)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, manifest_schema())
-    with pytest.raises(ContractError, match="does not match the manifest schema"):
+    # an absolute artifact path is named by the contract's own path rule, before the schema's regex
+    with pytest.raises(ContractError, match="does not match the manifest schema|has path '/etc/passwd', which is absolute"):
+        validate_manifest_dict(doc)
+
+
+@pytest.mark.parametrize("path", ["../model.onnx", "notes/../../x", "./model.onnx", "C:/model.onnx", "notes//x", "notes/"])
+def test_the_shipped_schema_states_the_artifact_path_rule_for_other_validators(written, path):
+    manifest, _ = written
+    doc = manifest.to_dict()
+    doc["artifacts"][0]["path"] = path
+    with pytest.raises(jsonschema.ValidationError, match="does not match"):
+        jsonschema.validate(doc, manifest_schema())
+    with pytest.raises(ContractError, match=f"has path {path!r}, which"):
         validate_manifest_dict(doc)
 
 
@@ -165,6 +180,50 @@ def test_malformed_manifest_gets_one_clear_line(tmp_path, text, match):
 def test_missing_manifest_says_how_to_make_one(tmp_path):
     with pytest.raises(ContractError, match="run `lepton demo` first"):
         read_manifest(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("rel, problem", [
+    ("../x", "'..' segment"), ("a/./b", "'.' or '..' segment"), ("/abs", "is absolute"), ("c:/x", "drive letter"),
+    ("a\\b", "backslash"), ("a\x00b", "NUL byte"), ("", "is empty"), ("a//b", "empty"),
+])
+def test_an_artifact_path_must_be_relative_plain_and_inside(tmp_path, rel, problem):
+    with pytest.raises(ContractError, match=problem) as info:
+        resolve_artifact_path(tmp_path, rel, name="model")
+    assert str(info.value).startswith("manifest artifact 'model' has path") and "\n" not in str(info.value)
+
+
+def test_an_artifact_path_resolves_through_symlinks_that_stay_inside(tmp_path):
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    (run / "blobs").mkdir(parents=True)
+    outside.mkdir()
+    (run / "blobs" / "abc").write_bytes(b"model")
+    (run / "model.onnx").symlink_to("blobs/abc")
+    (run / "escape").symlink_to(outside)
+    assert resolve_artifact_path(run, "model.onnx") == (run / "blobs" / "abc").resolve()
+    with pytest.raises(ContractError, match="outside the manifest's folder"):
+        resolve_artifact_path(run, "escape/anything")
+    assert resolve_artifact_path(run, "not/yet/written.bin") == run.resolve() / "not/yet/written.bin"
+
+
+def test_read_artifact_bytes_checks_exactly_what_it_returns(written):
+    manifest, path = written
+    again = read_manifest(path)
+    assert read_artifact_bytes(again, "model") == (path.parent / "model.onnx").read_bytes()
+    # a far larger file is refused by its size, named as it is, without being loaded
+    (path.parent / "model.onnx").write_bytes(b"\0" * 2**20)
+    with pytest.raises(ChecksumMismatchError, match=f"has bytes {2**20} but the manifest records 4096"):
+        read_artifact_bytes(again, "model")
+
+
+@pytest.mark.parametrize("reader, what", [(read_outputs, "outputs file"), (read_data_plan, "data plan")])
+def test_other_contract_files_get_the_same_one_line_errors(tmp_path, reader, what):
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(ContractError, match=f"{what} .*folder.json is a folder, not a file"):
+        reader(tmp_path / "folder.json")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(ContractError, match=f"{what} .*deep.json nests JSON arrays or objects too deeply"):
+        reader(deep)
 
 
 def test_crc32c_matches_the_standard_check_values():

@@ -185,3 +185,12 @@ def test_infracost_usage_file_carries_the_planned_egress():
                        destination={"cloud": "aws", "region": "us-east-1", "uri": "s3://new/x"})
     gcp = yaml.safe_load(infracost_usage_yaml(data_plan_from_dict(gcp_src)))
     assert gcp["resource_usage"]["google_storage_bucket.old"] == {"monthly_egress_data_transfer_gb": {"worldwide": 50.0}}
+
+
+def test_a_catalog_that_is_a_folder_or_not_text_is_one_clear_error(tmp_path):
+    with pytest.raises(CatalogError, match="price catalog .* pass an existing CSV to --prices"):
+        load_catalog(tmp_path)
+    binary = tmp_path / "prices.csv"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(CatalogError, match="not UTF-8"):
+        load_catalog(binary)

@@ -12,7 +12,7 @@ import pytest
 
 from lepton_cdk.cli import main
 from lepton_cdk.contract import SchemaVersionError, read_manifest
-from lepton_cdk.review import COMMENT_MARKER, ReviewError, build_review, render_markdown
+from lepton_cdk.review import COMMENT_MARKER, ReviewError, build_review, render_markdown, review_to_dict
 from lepton_cdk.review import policy as policy_module
 from tests.support.manifests import write_fake_manifest
 from tests.support.terraform import synth_infra
@@ -94,6 +94,23 @@ def test_gpu_node_and_storage_costs_match_the_catalog_by_hand(synth):
     # --manifest gives the same bytes as the uploaded asset files
     with_manifest = build_review(out, manifest=manifest_path, checkov=False)
     assert line(stack(with_manifest, AWS), "model artifacts").inputs == s3.inputs
+
+
+def test_with_a_manifest_the_review_checks_what_every_stack_uploads(synth, out_copy):
+    out, manifest_path = synth
+    manifest = read_manifest(manifest_path)
+    check = build_review(out, manifest=manifest_path, checkov=False).manifest
+    assert check.passed and check.objects_checked == 2 * len(manifest.artifacts) and check.stacks_checked == (AWS, GCP)
+    assert build_review(out, checkov=False).manifest is None and review_to_dict(build_review(out, checkov=False))["manifest"] is None
+
+    # the GCP stack stops uploading the preprocessing file: the comment says so, the AWS stack still matches
+    edit_stack(out_copy, GCP, lambda doc: [doc["resource"]["google_storage_bucket_object"].pop(n)
+                                           for n in list(doc["resource"]["google_storage_bucket_object"]) if "preprocessing" in n])
+    review = build_review(out_copy, manifest=manifest_path, checkov=False)
+    (finding,) = review.manifest.findings
+    assert (finding.stack, finding.resource) == (GCP, "artifact 'preprocessing'") and "uploads no object" in finding.message
+    assert review_to_dict(review)["manifest"]["findings"] == [finding.to_dict()]
+    assert f"- `{GCP}` `artifact 'preprocessing'`: the stack uploads no object" in render_markdown(review)
 
 
 def test_node_group_min_and_max_sizes_and_attached_gpus_are_priced_separately(out_copy):
