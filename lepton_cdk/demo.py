@@ -2,8 +2,10 @@
 
 pipeline (data -> pretrain -> fine-tune -> ONNX -> parity gate -> manifest)
 then the infra app synthesized for the target with that manifest wired in.
-Every output is swapped into place only when complete: a failed run leaves
-the output folder as it was (the model bundle) or without a new cdktf.out.
+Both are built in one staging folder inside the output folder (the stack
+against the new manifest there) and published together: a run that fails
+anywhere, synth included, leaves the previous model, manifest and
+``cdktf.out`` exactly as they were (see :mod:`lepton_cdk.publish`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from typing import Any
 
 from lepton_cdk.contract import MANIFEST_FILENAME, read_manifest
 from lepton_cdk.progress import ProgressReporter
+from lepton_cdk.review import read_stacks
 from lepton_cdk.synth import find_project_root, synthesize_app
+
+CDKTF_OUT = "cdktf.out"
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class DemoOptions:
 
 def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]:
     """Run the demo; returns the summary (paths, metrics, parity, stacks)."""
-    from model_pipeline.pipeline import PipelineConfig, run_pipeline  # torch: only when asked
+    from model_pipeline.pipeline import PipelineConfig, run_pipeline, stage_output  # torch: only when asked
 
     config = PipelineConfig.small() if options.quick else PipelineConfig()
     overrides: dict[str, Any] = {"seed": options.seed}
@@ -47,13 +52,16 @@ def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]
     root = find_project_root()
     out = options.out.resolve()
 
-    with progress.stage("Model pipeline (data, pretrain, fine-tune, ONNX export, parity gate, manifest)"):
-        run_pipeline(config, out, progress=progress)
+    with stage_output(out, also=(CDKTF_OUT,), progress=progress) as staging:
+        with progress.stage("Model pipeline (data, pretrain, fine-tune, ONNX export, parity gate, manifest)"):
+            run_pipeline(config, out, progress=progress, staging=staging)
+        with progress.stage(f"Synthesizing the {options.target} stack with the manifest wired in"):
+            # against the staged manifest: the stack copies the artifacts into cdktf.out and refers to them by relative path
+            synthesize_app(root, manifest=staging.path / MANIFEST_FILENAME, target=options.target, outdir=staging.path / CDKTF_OUT)
+        staging.publish()  # the model, the manifest and the stack together, or none of them
     manifest_path = out / MANIFEST_FILENAME
     manifest = read_manifest(manifest_path, verify=True)
-
-    with progress.stage(f"Synthesizing the {options.target} stack with the manifest wired in"):
-        stacks = synthesize_app(root, manifest=manifest_path, target=options.target, outdir=out / "cdktf.out")
+    stacks = read_stacks(out / CDKTF_OUT)
 
     return {
         "out": str(out),
@@ -64,7 +72,7 @@ def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]
         "metrics": manifest.metrics.get("target_test", {}),
         "parity": dataclasses.asdict(manifest.parity),
         "target": options.target,
-        "cdktf_out": str(out / "cdktf.out"),
+        "cdktf_out": str(out / CDKTF_OUT),
         "stacks": [{"name": s.name, "resources": s.resource_count, "by_type": dict(sorted(s.resources.items())),
                     "outputs": list(s.outputs)} for s in stacks],
     }

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from lepton_cdk.contract import ContractError
@@ -37,22 +38,39 @@ def synthesize_app(project_root: Path, *, manifest: Path, target: str, outdir: P
                    extra_env: dict[str, str] | None = None) -> list[StackResources]:
     """Synthesize the infra app for ``target`` into ``outdir``; returns what each stack creates.
 
-    The app writes into a temporary folder that replaces ``outdir`` only on
-    success, so a failed synth never leaves a half-written ``cdktf.out``.
+    The app writes into a new temporary folder beside ``outdir`` that takes
+    its place only on success, so a failed synth never leaves a half-written
+    ``cdktf.out``. Asset files are copied into the stacks' folders and
+    referenced by relative paths, so ``outdir`` may be moved afterwards (the
+    demo synthesizes into its staging folder, then publishes it).
     """
     outdir = outdir.resolve()
-    tmp = outdir.parent / f".{outdir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    env = {**os.environ, **QUIET_JSII_ENV, **(extra_env or {}),
-           "LEPTON_MANIFEST": str(manifest.resolve()), "LEPTON_TARGET": target, "CDKTF_OUTDIR": str(tmp)}
-    proc = subprocess.run([sys.executable, "-m", "infra"], cwd=project_root, env=env,
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    # mkdtemp, never a predictable name: an existing folder of that name may be someone's
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
+    try:
+        env = {**os.environ, **QUIET_JSII_ENV, **(extra_env or {}),
+               "LEPTON_MANIFEST": str(manifest.resolve()), "LEPTON_TARGET": target, "CDKTF_OUTDIR": str(tmp)}
+        proc = subprocess.run([sys.executable, "-m", "infra"], cwd=project_root, env=env,
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+            reason = lines[-1].removeprefix("error: ") if lines else f"exit status {proc.returncode}"
+            raise SynthError(f"synthesizing the {target} stack failed: {reason}")
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp made it owner-only; the result is a plain folder
+        if outdir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.old-", dir=outdir.parent))
+            os.replace(outdir, old / outdir.name)
+            os.replace(tmp, outdir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, outdir)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        reason = lines[-1].removeprefix("error: ") if lines else f"exit status {proc.returncode}"
-        raise SynthError(f"synthesizing the {target} stack failed: {reason}")
-    if outdir.exists():
-        shutil.rmtree(outdir)
-    tmp.rename(outdir)
     return read_stacks(outdir)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -5,9 +5,9 @@ split) -> pretrain on the source domain -> transfer fine-tune on the target
 domain -> evaluate -> ONNX export -> parity gate -> write artifacts and,
 last, ``manifest.json`` -> publish.
 
-Nothing half-written: every file is built in a temporary folder beside
+Nothing half-written: every file is built in a staging folder inside
 ``out_dir`` and moved into place only after every step, parity included,
-passed, ``manifest.json`` last. On any failure ``out_dir`` is left exactly as
+passed, ``manifest.json`` last (:mod:`lepton_cdk.publish`). On any failure ``out_dir`` is left exactly as
 it was. A re-run replaces the previous run's outputs (:data:`OUTPUT_NAMES`)
 and leaves anything else in the folder alone.
 """
@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from lepton_cdk.contract import (
     write_json_atomic,
     write_manifest,
 )
+from lepton_cdk.publish import StagedOutput
 
 from .data import CleaningReport, DataError, Preprocessor, Split, clean, fingerprint, read_table, split
 from .datasets import LABEL, write_sample
@@ -146,15 +146,27 @@ class PipelineConfig:
         """Every out-of-range value as ``field=value (allowed ...)``; empty when valid."""
         out: list[str] = []
 
+        def shown(value: Any) -> str:
+            # a hostile value (a 400-digit number, a long list) must not turn the one-line error into a page
+            try:
+                text = repr(value)
+            except ValueError:  # an int past Python's digit limit for str()
+                return "<an integer of more than 4300 digits>"
+            return text if len(text) <= 80 else f"{text[:60]}...({len(text):,} characters)"
+
         def check(name: str, ok: bool, allowed: str) -> None:
             if not ok:
-                out.append(f"{name}={getattr(self, name)!r} (allowed: {allowed})")
+                out.append(f"{name}={shown(getattr(self, name))} (allowed: {allowed})")
 
         def is_int(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
         def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+            # an int of any size is finite (math.isfinite would overflow converting a huge one); a float must not be nan/inf
+            return is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+        def is_path(v: Any) -> bool:
+            return isinstance(v, os.PathLike) or (isinstance(v, str) and bool(v.strip()))
 
         def int_in(name: str, lo: int, hi: int) -> None:
             v = getattr(self, name)
@@ -170,7 +182,8 @@ class PipelineConfig:
         int_in("n_target", 100, 10_000_000)
         num_in("val_frac", 0.0, 0.5, lo_open=True)
         num_in("test_frac", 0.0, 0.5, lo_open=True)
-        if is_num(self.val_frac) and is_num(self.test_frac) and self.val_frac + self.test_frac >= 0.8:
+        fracs_ok = all(is_num(v) and 0 < v <= 0.5 for v in (self.val_frac, self.test_frac))  # their sum cannot overflow
+        if fracs_ok and self.val_frac + self.test_frac >= 0.8:
             out.append(f"val_frac+test_frac={self.val_frac + self.test_frac:g} (allowed: < 0.8, training needs the rest)")
         check("hidden", isinstance(self.hidden, (tuple, list)) and 1 <= len(self.hidden) <= 4
               and all(is_int(h) and 1 <= h <= 4096 for h in self.hidden), "1 to 4 layer sizes, each 1..4096")
@@ -202,7 +215,7 @@ class PipelineConfig:
         int_in("n_heads", 1, 64)
         int_in("n_layers", 1, 12)
         if is_int(self.d_model) and is_int(self.n_heads) and self.n_heads > 0 and self.d_model % self.n_heads:
-            out.append(f"d_model={self.d_model} (allowed: a multiple of n_heads={self.n_heads})")
+            out.append(f"d_model={shown(self.d_model)} (allowed: a multiple of n_heads={shown(self.n_heads)})")
         check("strategy", self.strategy in STRATEGIES, "full, head or adapter")
         int_in("adapter_rank", 1, 256)
         check("consistency", self.consistency in CONSISTENCY, "mse or kd")
@@ -210,15 +223,22 @@ class PipelineConfig:
         if self.consistency == "kd" and self.task == "regression":
             out.append("consistency='kd' (allowed: mse for regression; kd needs class probabilities)")
         if self.consistency == "mse" and is_num(self.temperature) and self.temperature != 1.0:
-            out.append(f"temperature={self.temperature!r} (allowed: 1.0 with consistency mse, where it has no effect; set consistency: kd)")
+            out.append(f"temperature={shown(self.temperature)} (allowed: 1.0 with consistency mse, where it has no effect; set consistency: kd)")
         int_in("max_categories", 2, 10_000)
         check("drop_columns", isinstance(self.drop_columns, (tuple, list)) and all(isinstance(c, str) for c in self.drop_columns),
               "a list of column names")
         for flag in ("compare", "quantize", "report"):
             check(flag, isinstance(getattr(self, flag), bool), "true or false")
         num_in("min_agreement", 0.0, 1.0)
+        for name in ("source_csv", "target_csv"):
+            check(name, getattr(self, name) is None or is_path(getattr(self, name)), "a file path (CSV or Parquet), or s3:// / gs:// with --remote")
         if (self.source_csv is None) != (self.target_csv is None):
-            out.append(f"source_csv={self.source_csv!r}, target_csv={self.target_csv!r} (allowed: both set, or neither to generate the sample)")
+            out.append(f"source_csv={shown(self.source_csv)}, target_csv={shown(self.target_csv)} "
+                       "(allowed: both set, or neither to generate the sample)")
+        check("remote_image", isinstance(self.remote_image, str) and bool(self.remote_image.strip()), "a container image URI")
+        for name in ("remote_instance_type", "remote_region", "remote_project", "remote_role_arn", "remote_output_uri"):
+            check(name, getattr(self, name) is None or (isinstance(getattr(self, name), str) and bool(getattr(self, name).strip())),
+                  "text, or leave it out for the default")
         return out
 
     def validate(self) -> None:
@@ -268,11 +288,10 @@ OUTPUT_NAMES = (MANIFEST_FILENAME, "model.onnx", "model.int8.onnx", "preprocesso
                 "report", "tensorboard")
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out_dir={str(out_dir)!r} is a file (allowed: a folder); pass a folder path")
-    if out_dir.is_dir() and not (out_dir / MANIFEST_FILENAME).is_file():
-        clash = [n for n in OUTPUT_NAMES if (out_dir / n).exists()]
+def _check_out_dir(out_dir: Path, names: tuple[str, ...]) -> None:
+    """Refuse an ``out_dir`` holding entries a run would replace when no manifest says they are a previous run's."""
+    if not (out_dir / MANIFEST_FILENAME).is_file():
+        clash = [n for n in names if os.path.lexists(out_dir / n)]
         if clash:
             # without a manifest these are not a previous run's: replacing them would destroy someone's files
             raise ConfigError(
@@ -281,51 +300,21 @@ def _check_out_dir(out_dir: Path) -> None:
             )
 
 
-def _open_permissions(root: Path) -> None:
-    """Give ``root`` and everything in it the permissions a plain mkdir/open would.
+def stage_output(out_dir: str | Path, *, also: tuple[str, ...] = (), progress: Progress | None = None) -> StagedOutput:
+    """Lock ``out_dir`` and open a staging folder inside it for one run's outputs.
 
-    mkdtemp and mkstemp (used for atomic writes) create owner-only entries;
-    the published run should be readable like any other folder the user makes.
+    Pass the result to :func:`run_pipeline` (``staging=``) to add outputs of
+    your own (``also`` names them; the demo adds ``cdktf.out``) and publish
+    them all together with :meth:`~lepton_cdk.publish.StagedOutput.publish`.
+    What interrupted runs left in ``out_dir`` is cleaned up first (a
+    half-done publish is undone). Raises :class:`ConfigError` for a folder
+    holding the run's names without a manifest, and
+    :class:`lepton_cdk.publish.PublishError` for a folder that cannot be
+    used (a file, under a file, not writable, another run writing to it).
     """
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *root.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _publish(build_dir: Path, out_dir: Path) -> None:
-    """Move the finished run in ``build_dir`` into ``out_dir``.
-
-    A new ``out_dir`` is one rename. Into an existing folder, the previous
-    run's outputs are first moved aside, manifest first (so no reader pairs
-    it with newer files), then the new entries move in, manifest last (so a
-    manifest is never seen before every file it lists). If a move fails, the
-    ones done are undone and the previous run is put back.
-    """
-    if not out_dir.exists():
-        os.replace(build_dir, out_dir)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.previous-", dir=out_dir.parent))
-    new_names = sorted(p.name for p in build_dir.iterdir() if p.name != MANIFEST_FILENAME) + [MANIFEST_FILENAME]
-    moved_aside: list[str] = []
-    moved_in: list[str] = []
-    try:
-        for name in OUTPUT_NAMES:
-            if (out_dir / name).exists():
-                os.replace(out_dir / name, aside / name)
-                moved_aside.append(name)
-        for name in new_names:
-            os.replace(build_dir / name, out_dir / name)
-            moved_in.append(name)
-    except BaseException:
-        for name in reversed(moved_in):
-            os.replace(out_dir / name, build_dir / name)
-        for name in moved_aside:
-            os.replace(aside / name, out_dir / name)
-        shutil.rmtree(aside, ignore_errors=True)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-    build_dir.rmdir()
+    names = (*OUTPUT_NAMES, *also)
+    return StagedOutput.open(out_dir, replaces=names, last=MANIFEST_FILENAME,
+                             check=lambda folder: _check_out_dir(folder, names), note=progress)
 
 
 @contextmanager
@@ -371,13 +360,14 @@ def _load_domains(config: PipelineConfig, build: Path, progress: Progress) -> tu
         progress(f"data: generated sample ({config.n_source} source rows, {config.n_target} target rows, seed {config.seed})")
     else:
         source_path, target_path = Path(config.source_csv), Path(config.target_csv)  # type: ignore[arg-type]
-    raw = {"source": read_table(source_path), "target": read_table(target_path)}
+    paths = {"source": source_path, "target": target_path}
+    raw = {name: read_table(p) for name, p in paths.items()}
     schema = infer_schema(raw, config.label, config.task, drop_columns=config.drop_columns, max_categories=config.max_categories,
-                          paths={"source": source_path, "target": target_path})
+                          paths=paths)
     progress(f"data: schema {len(schema.numeric)} numeric, {len(schema.categorical)} categorical column(s), label {schema.label!r} ({schema.task})")
     domains: dict[str, _Domain] = {}
     for name, table in raw.items():
-        cleaned, report = clean(typed_frame(table, schema), schema.label)
+        cleaned, report = clean(typed_frame(table, schema, where=paths[name]), schema.label)
         if schema.task == "classification":
             present = set(cleaned[schema.label].unique())
             if len(present) < 2:
@@ -449,7 +439,8 @@ def _scale(y: np.ndarray, task: str) -> tuple[float, float]:
     return float(np.mean(y)), std if std > 1e-12 else 1.0
 
 
-def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: Progress = print) -> PipelineResult:
+def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: Progress = print, *,
+                 staging: StagedOutput | None = None) -> PipelineResult:
     """Run the whole pipeline and publish its artifacts to ``out_dir``.
 
     Writes ``model.onnx`` (the primary artifact: raw columns -> logit,
@@ -463,14 +454,23 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: Progress
     sample goes to ``data/``. A previous run's outputs in ``out_dir`` are
     replaced; other files there are kept; files with those names but no
     manifest are refused (:class:`ConfigError`). On any failure ``out_dir``
-    is left untouched. ``progress`` gets one short line per stage and every
-    few epochs.
+    is left untouched: everything is built in a staging folder inside it and
+    published in one step (see :mod:`lepton_cdk.publish`); a second run into
+    the same folder meanwhile is refused. ``progress`` gets one short line
+    per stage and every few epochs.
+
+    With ``staging`` (from :func:`stage_output` for the same ``out_dir``)
+    the outputs are built there and not published: the caller adds its own
+    and publishes; the result's paths are where publishing puts them.
     """
     config.validate()
     out_dir = Path(out_dir).absolute()
-    _check_out_dir(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    own = staging is None
+    if staging is None:
+        staging = stage_output(out_dir, progress=progress)
+    elif staging.out_dir != out_dir:
+        raise ValueError(f"staging is for {staging.out_dir}, not {out_dir}")
+    build = staging.path
     timings: dict[str, float] = {}
 
     @contextmanager
@@ -660,13 +660,16 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: Progress
                 )
 
             with stage("publish"):
-                _open_permissions(build)
-                _publish(build, out_dir)
-                manifest = read_manifest(out_dir / MANIFEST_FILENAME, verify=False)
-                progress(f"done: {out_dir / MANIFEST_FILENAME}")
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
+                if own:
+                    staging.publish()
+                    manifest = read_manifest(out_dir / MANIFEST_FILENAME, verify=False)
+                    progress(f"done: {out_dir / MANIFEST_FILENAME}")
+                else:
+                    manifest = read_manifest(build / MANIFEST_FILENAME, verify=False)
+                    progress(f"done: {MANIFEST_FILENAME} staged; published into {out_dir} with the rest of the run")
+    finally:
+        if own:
+            staging.close()  # unpublished (a failure): the staging folder goes and out_dir is as it was
 
     final_paths = {name: out_dir / p.relative_to(build) for name, p in paths.items()}
     if config.source_csv is None:

@@ -84,14 +84,20 @@ def test_unknown_target_is_a_usage_error(tmp_path):
     assert "azure" in proc.stderr and "aws" in proc.stderr
 
 
-def test_a_failed_synth_leaves_no_cdktf_out_and_keeps_the_previous_one(quick_demo, tmp_path):
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_synth_keeps_the_previous_model_manifest_and_stack_together(quick_demo, tmp_path):
     out, _ = quick_demo
-    before = sorted(p.name for p in (out / "cdktf.out" / "stacks").iterdir())
-    proc = lepton("demo", "--quick", "--out", str(out), env={"LEPTON_AWS_REGION": "not a region"})
+    before = _files(out)
+    # another seed trains another model; only the synth, which validates LEPTON_*, fails
+    proc = lepton("demo", "--quick", "--seed", "8", "--out", str(out), env={"LEPTON_AWS_REGION": "not a region"})
     assert proc.returncode == 1
     assert "LEPTON_AWS_REGION" in proc.stderr.strip().splitlines()[-1]
-    assert sorted(p.name for p in (out / "cdktf.out" / "stacks").iterdir()) == before
-    assert not [p for p in out.iterdir() if p.name.startswith(".cdktf.out.tmp")]
+    # the new model was never published without its stack: every byte, hidden entries included, is as before
+    assert _files(out) == before
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 
 def test_manifest_verify_accepts_a_good_manifest_and_names_a_tampered_artifact(pipeline_out, tmp_path):
