@@ -17,6 +17,7 @@ from lepton_cdk import __version__
 from lepton_cdk.commands import data as _data_commands
 from lepton_cdk.commands import pipeline as _pipeline_commands
 from lepton_cdk.commands import serving as _serving_commands
+from lepton_cdk.commands.options import number
 
 app = typer.Typer(
     name="lepton",
@@ -66,7 +67,7 @@ def _root(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the data, model, manifest and cdktf.out.")] = Path("build/demo"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the data, model, manifest and cdktf.out, published together (other files there are kept).")] = Path("build/demo"),
     target: Annotated[Target, typer.Option("--target", help="Cloud to synthesize the target stack for.")] = Target.aws,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data generation, splits and training.")] = 7,
     transfer_weight: Annotated[
@@ -86,7 +87,10 @@ def demo(
     Generates a source and a shifted target credit-risk data set, pretrains the
     source model, fine-tunes it for the target (L_task + lambda * L_trans),
     exports ONNX behind a parity gate, writes manifest.json and synthesizes the
-    target cloud's stack with the manifest wired in.
+    target cloud's stack with the manifest wired in. All of it is published
+    into --out in one step, or nothing is: a failed or killed run leaves the
+    previous results as they were (the next run cleans up after a killed one),
+    and a second run into the same folder meanwhile is refused.
     """
     from lepton_cdk.demo import DemoOptions, run_demo, summary_text
     from lepton_cdk.progress import ProgressReporter
@@ -130,7 +134,7 @@ def review(
     cdktf_out: Annotated[Path, typer.Argument(help="The synthesized app (holds stacks/*/cdk.tf.json).")] = Path("cdktf.out"),
     base: Annotated[Path | None, typer.Option("--base", help="The base branch's cdktf.out, to list added/changed/removed resources.")] = None,
     data_plan: Annotated[Path | None, typer.Option("--data-plan", help="A data plan (`lepton data plan --json`) to price the transfer and storage.")] = None,
-    manifest: Annotated[Path | None, typer.Option("--manifest", help="The model manifest; its artifact sizes price the model storage.")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="The model manifest the stacks deploy: its artifact sizes price the storage, and its checksums and the objects each stack uploads are checked against it (a mismatch is a finding in the comment).")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="markdown (one PR comment) or json.")] = OutputFormat.markdown,
     prices: Annotated[Path | None, typer.Option("--prices", help="A price catalog CSV to use instead of the shipped, dated one.")] = None,
     checkov: Annotated[bool, typer.Option("--checkov/--no-checkov", help="Scan each stack with checkov when it is installed.")] = True,
@@ -145,12 +149,18 @@ def review(
         raise typer.BadParameter("--infracost-usage needs --data-plan (the egress it carries comes from the plan)")
     if checkov_baseline is not None and not checkov:
         raise typer.BadParameter("--checkov-baseline needs checkov to run; drop --no-checkov")
+    if infracost_usage is not None:
+        from lepton_cdk.commands.options import check_output_file
+
+        check_output_file(infracost_usage, "--infracost-usage")
     result = build_review(cdktf_out, base=base, data_plan=data_plan, manifest=manifest, catalog=load_catalog(prices), checkov=checkov,
                           checkov_baseline=checkov_baseline)
     if infracost_usage is not None:
         if result.data_plan is None:
             raise ReviewError("no data plan was read")
-        infracost_usage.write_text(infracost_usage_yaml(result.data_plan), encoding="utf-8")
+        from lepton_cdk.contract.manifest import write_text_atomic
+
+        write_text_atomic(infracost_usage_yaml(result.data_plan), infracost_usage)
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(review_to_dict(result), indent=2))
     else:
@@ -159,11 +169,12 @@ def review(
 
 @target_app.command("recommend")
 def target_recommend(
-    gpu_memory_gib: Annotated[float, typer.Option("--gpu-memory-gib", help="GPU memory the model needs, in GiB.")],
+    gpu_memory_gib: Annotated[float, typer.Option("--gpu-memory-gib", parser=number(above=0), help="GPU memory the model needs, in GiB.")],
     clouds: Annotated[str | None, typer.Option("--clouds", help="Comma-separated clouds to consider (aws,gcp). Default: all in the catalog.")] = None,
     regions: Annotated[str | None, typer.Option("--regions", help="Comma-separated regions to consider. Default: all in the catalog.")] = None,
     data_location: Annotated[str | None, typer.Option("--data-location", help="Where the data lives now, CLOUD:REGION (e.g. aws:us-east-1).")] = None,
-    data_gib: Annotated[float, typer.Option("--data-gib", help="How much data must move there, in GB (2^30 bytes).")] = 0.0,
+    data_gib: Annotated[float, typer.Option("--data-gib", parser=number(at_least=0),
+                                            help="How much data must move there, in GB (2^30 bytes).")] = 0.0,
     spot: Annotated[bool, typer.Option("--spot", help="Rank by spot prices (estimates) instead of on-demand.")] = False,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="markdown or json.")] = OutputFormat.markdown,
     prices: Annotated[Path | None, typer.Option("--prices", help="A price catalog CSV to use instead of the shipped one.")] = None,

@@ -27,6 +27,7 @@ relative to the config file's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import tomllib
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lepton_cdk.yaml_documents import MAX_YAML_NODES, load_yaml  # noqa: F401 - MAX_YAML_NODES re-exported for callers
 
 # (section, key) -> PipelineConfig field
 KEYS: dict[tuple[str, str], str] = {
@@ -98,23 +101,44 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(choices)})"
 
 
+# A pipeline config is a few dozen lines; anything this big is the wrong file.
+MAX_CONFIG_BYTES = 1 << 20
+def _read_text(path: Path) -> str:
+    """The config file's text; :class:`ConfigFileError` for anything but a readable, modest UTF-8 file."""
+    from lepton_cdk.contract import ContractError
+    from lepton_cdk.contract.files import read_file_bytes
+
+    try:
+        # refuses a folder, a FIFO (which would block forever), an unreadable or oversized file, each in one line
+        data = read_file_bytes(path, what="config file", fix="pass a YAML or TOML file to --config", limit=MAX_CONFIG_BYTES,
+                               missing=f"config file not found: {path}; check the path given to --config")
+    except ContractError as exc:
+        raise ConfigFileError(str(exc)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config into PipelineConfig field overrides."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigFileError(f"config file not found: {path}; check the path given to --config")
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigFileError(f"config file {path} must end in .yaml, .yml or .toml; rename it")
     try:
-        if suffix == ".toml":
-            doc = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            doc = yaml.safe_load(text)
-        else:
-            raise ConfigFileError(f"config file {path} must end in .yaml, .yml or .toml; rename it")
+        doc = tomllib.loads(text) if suffix == ".toml" else load_yaml(text, f"config file {path}", error=ConfigFileError)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise ConfigFileError(f"config file {path} is not valid {suffix[1:].upper()} ({detail}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigFileError(f"config file {path} nests lists or mappings too deeply to read; a pipeline config is two levels deep") from None
+    except ConfigFileError:
+        raise  # load_yaml's own one line (aliases, recursion, repeated keys)
+    except ValueError as exc:  # an integer with more digits than Python converts
+        reason = str(exc).split(";")[0].strip()  # not Python's advice to call sys.set_int_max_str_digits()
+        raise ConfigFileError(f"config file {path} holds a value that cannot be read ({reason}); fix that value") from None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -132,7 +156,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             field = KEYS[(section, key)]
             if field in _TUPLES and isinstance(value, list):
                 value = tuple(value)
-            if field in ("source_csv", "target_csv") and isinstance(value, str) and "://" not in value:
+            if field in ("source_csv", "target_csv") and isinstance(value, str) and value and "://" not in value:
                 value = (path.parent / value) if not Path(value).is_absolute() else Path(value)
             overrides[field] = value
     return overrides
@@ -141,12 +165,27 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def config_from_json(text: str) -> dict[str, Any]:
     """PipelineConfig field overrides from :meth:`PipelineConfig.to_dict` JSON (what a remote job carries in
     ``LEPTON_PIPELINE_CONFIG``); ``null`` values are left out."""
+    from .pipeline import PipelineConfig
+
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigFileError(f"LEPTON_PIPELINE_CONFIG holds {len(text):,} characters, more than {MAX_CONFIG_BYTES:,}; unset it or pass --config")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigFileError(f"LEPTON_PIPELINE_CONFIG is not valid JSON ({exc.msg}); unset it or pass --config") from None
+    except RecursionError:
+        raise ConfigFileError("LEPTON_PIPELINE_CONFIG nests arrays or objects too deeply to read; unset it or pass --config") from None
+    except ValueError as exc:  # an integer with more digits than Python converts
+        reason = str(exc).split(";")[0].strip()
+        raise ConfigFileError(f"LEPTON_PIPELINE_CONFIG holds a value that cannot be read ({reason}); unset it or pass --config") from None
     if not isinstance(doc, dict):
         raise ConfigFileError("LEPTON_PIPELINE_CONFIG must be a JSON object of config fields; unset it or pass --config")
+    fields = sorted(f.name for f in dataclasses.fields(PipelineConfig))
+    for key in doc:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "the fields are the \"config\" keys `lepton pipeline run --dry-run` prints"
+            raise ConfigFileError(f"LEPTON_PIPELINE_CONFIG has unknown field {key!r} ({hint}); fix the name or unset it")
     return {k: tuple(v) if k in _TUPLES and isinstance(v, list) else v for k, v in doc.items() if v is not None}
 
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
+
+from lepton_cdk.contract import ContractError, open_regular_file
 
 from .datasets import FEATURES, LABEL
 
@@ -30,11 +33,25 @@ class DataError(ValueError):
     """The input data cannot be used; the message says what is wrong and how to fix it."""
 
 
-def _read_raw(path: Path) -> pd.DataFrame:
+def _read_raw(fh: IO[bytes], path: Path) -> pd.DataFrame:
+    """The table in the open file ``fh`` (named ``path`` in messages), as pandas reads it."""
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         try:
-            return pd.read_parquet(path)
+            import pyarrow.parquet as pq
+
+            # pyarrow refuses a file naming a column twice with a bare "Multiple matches for FieldRef"; name the column instead
+            repeated = _duplicate_names(pq.read_schema(fh).names)
+        except ImportError:
+            repeated = []
+        except Exception:  # a corrupt file: the read below says so
+            repeated = []
+        fh.seek(0)
+        if repeated:
+            raise DataError(f"data file {path} names column(s) {', '.join(map(repr, repeated))} more than once; "
+                            "give every column a distinct name")
+        try:
+            return pd.read_parquet(fh)
         except ImportError:
             raise DataError(f"reading Parquet file {path} needs pyarrow, which is not installed; `pip install pyarrow` or convert the file to CSV") from None
         except Exception as exc:  # pyarrow raises its own error types for corrupt files
@@ -45,7 +62,7 @@ def _read_raw(path: Path) -> pd.DataFrame:
             # or drop trailing ones with only a warning: shifted data, silently
             warnings.simplefilter("error", pd.errors.ParserWarning)
             # low_memory=False: one dtype per column, not per chunk, so garbage is found wherever it is
-            return pd.read_csv(path, low_memory=False, index_col=False)
+            return pd.read_csv(fh, low_memory=False, index_col=False)
     except pd.errors.ParserWarning:
         raise DataError(f"cannot parse {path} as CSV (some rows have more fields than the header); check the delimiter and quoting") from None
     except pd.errors.EmptyDataError:
@@ -72,22 +89,86 @@ def _numeric_column(df: pd.DataFrame, name: str, path: Path) -> pd.Series:
     return converted.astype(np.float64)
 
 
+def _duplicate_names(names: Sequence[Any]) -> list[str]:
+    counts: dict[str, int] = {}
+    for name in names:
+        text = "" if name is None or (isinstance(name, float) and math.isnan(name)) else str(name)
+        if text:  # blank header cells are unnamed, not duplicates of each other
+            counts[text] = counts.get(text, 0) + 1
+    return [name for name, n in counts.items() if n > 1]
+
+
+def _header_names(fh: IO[bytes]) -> list[Any]:
+    """The CSV header's cells as written; ``read_csv`` renames a repeated ``x`` to ``x.1``, which hides the repeat."""
+    fh.seek(0)
+    try:
+        head = pd.read_csv(fh, header=None, nrows=1, dtype=str, keep_default_na=False, index_col=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
+        return []  # the full read already parsed this file; nothing more to learn here
+    return head.iloc[0].tolist() if len(head) else []
+
+
 def read_table(path: str | Path, *, missing_hint: str = "check the path given to --source-data / --target-data") -> pd.DataFrame:
     """Read a CSV or Parquet file as it is (no type conversion), refusing a missing, empty or unparseable one.
 
-    ``missing_hint`` is the fix named when the file does not exist.
+    Also refused, each with :class:`DataError`: a folder, pipe or device
+    instead of a file, an unreadable file, a header that names a column
+    twice (pandas would silently rename the second one ``x.1``, and that
+    name would reach the model's signature) and cells holding lists or
+    mappings instead of single values. ``missing_hint`` is the fix named when
+    the file does not exist.
     """
     path = Path(path)
-    if not path.is_file():
-        hint = "it is a folder, pass a file" if path.is_dir() else missing_hint
-        raise DataError(f"data file not found: {path}; {hint}")
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {path} is empty (0 bytes); re-export it with a header line and at least one row")
-    raw = _read_raw(path)
+    try:
+        # refuses a folder, a FIFO (which would block forever) and an unreadable file, each in one line
+        fh = open_regular_file(path, what="data file", fix="pass a CSV or Parquet file",
+                               missing=f"data file not found: {path}; {missing_hint}")
+    except ContractError as exc:
+        raise DataError(str(exc)) from None
+    with fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise DataError(f"data file {path} is empty (0 bytes); re-export it with a header line and at least one row")
+        try:
+            raw = _read_raw(fh, path)
+            header = list(raw.columns) if path.suffix.lower() in (".parquet", ".pq") else _header_names(fh)
+        except OSError as exc:
+            raise DataError(f"cannot read data file {path} ({exc.strerror or type(exc).__name__}); check the file and retry") from None
+    repeated = _duplicate_names(header) or _duplicate_names([str(c) for c in raw.columns])
+    if repeated:
+        raise DataError(f"data file {path} names column(s) {', '.join(map(repr, repeated))} more than once; "
+                        "give every column a distinct name")
     if raw.empty:
         raise DataError(f"data file {path} has a header but no rows; export the data again with its rows")
     raw.columns = [str(c) for c in raw.columns]
+    for col in raw.columns:
+        if raw[col].dtype == object:
+            nested = raw[col].map(lambda v: isinstance(v, list | tuple | dict | set | np.ndarray))
+            if nested.any():
+                row = int(np.flatnonzero(nested.to_numpy())[0])
+                kind = type(raw[col].iloc[row]).__name__
+                raise DataError(f"column {col!r} in {path} holds a {kind} in data row {row + 1}, not a single value; "
+                                "flatten it into columns or drop it before training")
     return raw
+
+
+# The model computes in float32: a larger magnitude becomes inf there and
+# poisons the clip bounds, the loss or the parity gate.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32_range(frame: pd.DataFrame, columns: Sequence[str], where: str | Path) -> None:
+    """Raise :class:`DataError` naming the column and data row (1-based) of the first value in ``columns``
+    that is infinite or beyond float32's range; missing values (NaN) are allowed. ``where`` names the table."""
+    for col in columns:
+        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = np.abs(values) > FLOAT32_MAX
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"column {col!r} in {where} holds {values[row]:g} in data row {row + 1} ({int(bad.sum())} such value(s)), beyond the "
+                f"float32 range the model computes in (|x| <= {FLOAT32_MAX:.4g}); rescale the column or blank those cells"
+            )
 
 
 def load_table(path: str | Path, features: Sequence[str] = FEATURES, label: str = LABEL) -> pd.DataFrame:

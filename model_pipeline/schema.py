@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import DataError
+from .data import DataError, check_float32_range
 
 TASKS = ("classification", "regression")
 # A text column where at least this share of the present values parse as
@@ -168,9 +168,15 @@ def _label_classes(series: pd.Series, label: str) -> tuple[str, ...]:
     return tuple(distinct)
 
 
-def typed_frame(raw: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
+def typed_frame(raw: pd.DataFrame, schema: TableSchema, *, where: str | Path = "the data") -> pd.DataFrame:
     """The schema's columns of ``raw``: numeric as float64 (NaN missing), categorical
-    as str (missing as ""), the label as float64 (0/1 for classification, NaN missing)."""
+    as str (missing as ""), the label as float64 (0/1 for classification, NaN missing).
+
+    Raises :class:`DataError` naming the column and data row of a numeric
+    value (or regression label) that is infinite or beyond float32's range;
+    ``where`` names the table in that message.
+    """
+    check_float32_range(raw, [*schema.numeric, *([schema.label] if schema.task == "regression" else [])], where)
     out: dict[str, pd.Series] = {}
     for col in schema.numeric:
         out[col] = pd.to_numeric(raw[col], errors="coerce").astype(np.float64)

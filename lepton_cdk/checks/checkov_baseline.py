@@ -106,11 +106,20 @@ def load_baseline(path: str | Path) -> list[BaselineEntry]:
     """Read and check a baseline file; raises :class:`BaselineError` naming the bad entry and the fix."""
     import yaml  # only this function needs it
 
+    from lepton_cdk.contract.errors import ContractError
+    from lepton_cdk.contract.files import read_file_bytes
+    from lepton_cdk.yaml_documents import load_yaml
+
     path = Path(path)
+    fix = "pass the path of the reviewed baseline file"
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BaselineError(f"cannot read checkov baseline {path}: {exc.strerror}; pass the path of the reviewed baseline file") from None
+        data = read_file_bytes(path, what="checkov baseline", fix=fix,
+                               missing=f"cannot read checkov baseline {path}: it does not exist; {fix}")
+        doc = load_yaml(data.decode("utf-8"), f"checkov baseline {path}", error=BaselineError)
+    except ContractError as exc:
+        raise BaselineError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"checkov baseline {path} is not UTF-8 text (byte {exc.start}); {fix}") from None
     except yaml.YAMLError as exc:
         raise BaselineError(f"checkov baseline {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
     if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("accepted", []), list):

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from .options import check_output_file
+
 app = typer.Typer(help="Train, transfer, export and verify a model on your own tables (CSV or Parquet).", no_args_is_help=True)
 
 
@@ -86,6 +88,8 @@ def predict(
     """Score a table with a run's model, after verifying every artifact's checksum."""
     from model_pipeline.predict import predict_table
 
+    if out is not None:
+        check_output_file(out, "--out")  # before verifying and scoring, not after
     frame = predict_table(run_dir, data)
     if out is None:
         typer.echo(frame.to_csv(index=False), nl=False)

@@ -103,3 +103,18 @@ def test_no_stacks_or_a_broken_checkov_is_an_error_not_a_pass(tmp_path):
     (stack / "cdk.tf.json").write_text("{}")
     with pytest.raises(CheckovError, match="without a JSON report"):
         check_stacks(tmp_path, [], executable="/bin/false")
+
+
+def test_a_baseline_of_nested_aliases_is_refused_in_one_line(tmp_path):
+    # "billion laughs": nine levels of ten aliases each would expand to 10^9 values
+    lines = ["version: 1", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "baseline.yaml"
+    path.write_text("\n".join(lines) + "\naccepted: []\n")
+    with pytest.raises(BaselineError, match="expands to more than .* values through YAML aliases"):
+        load_baseline(path)
+
+
+def test_a_baseline_that_is_a_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(BaselineError, match="baseline"):
+        load_baseline(tmp_path)

@@ -309,3 +309,48 @@ def test_a_remote_jobs_json_config_is_what_the_container_runs(capsys, monkeypatc
     cfg = json.loads(out)["config"]
     assert (cfg["strategy"], cfg["model"], cfg["drop_columns"], cfg["label"]) == ("head", "transformer", ["customer_id"], "y")
     assert cfg["source_csv"] == "/opt/ml/input/data/source/s.csv"
+
+
+HOSTILE_VALUES = [float("nan"), float("inf"), -float("inf"), -1, 0, 10**400, 1e308, "x", "", [1], {"a": 1}, None, True, ("a",)]
+
+
+def test_every_config_field_takes_any_value_without_crashing_the_check():
+    """Whatever a YAML/TOML file or LEPTON_PIPELINE_CONFIG puts in a field, problems() names it or accepts it;
+    an accepted config always serializes (what --dry-run and remote requests print)."""
+    import dataclasses
+
+    from model_pipeline.pipeline import PipelineConfig
+
+    for field in dataclasses.fields(PipelineConfig):
+        for value in HOSTILE_VALUES:
+            config = PipelineConfig(**{field.name: value})
+            problems = config.problems()
+            assert all("\n" not in p and len(p) < 300 for p in problems), (field.name, value, problems)
+            if problems:
+                assert any(p.startswith(field.name) or field.name in p for p in problems), (field.name, value, problems)
+            else:
+                json.dumps(config.to_dict())
+
+
+def test_yaml_alias_expansion_is_counted_before_values_are_built():
+    from lepton_cdk.yaml_documents import YamlDocumentError, load_yaml
+
+    # 5 aliases of 5 aliases of 5 values: 31 nodes written, 156 once expanded
+    doc = "a: &a [1, 2, 3, 4, 5]\nb: &b [*a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b]\n"
+    with pytest.raises(YamlDocumentError, match="expands to more than 100 values through YAML aliases"):
+        load_yaml(doc, "doc", max_nodes=100)
+    loaded = load_yaml(doc, "doc", max_nodes=1000)
+    assert loaded["c"][4][4] == [1, 2, 3, 4, 5], "a document within the bound loads as safe_load would"
+
+
+def test_numeric_flags_parse_numbers_and_refuse_the_rest():
+    import typer
+
+    from lepton_cdk.commands.options import number
+
+    parse = number(above=0, at_most=100)
+    assert (parse("16"), parse(" 2.5 "), parse(100)) == (16.0, 2.5, 100.0)
+    for bad, reason in (("nan", "not finite"), ("inf", "not finite"), ("1e400", "not finite"), ("0", "out of range"),
+                        ("100.5", "out of range"), ("16GiB", "not a number")):
+        with pytest.raises(typer.BadParameter, match=f"{reason}; give a finite number > 0 and <= 100"):
+            parse(bad)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from model_pipeline.data import DataError, Preprocessor, clean, fingerprint, load_table, split
+from model_pipeline.data import (
+    FLOAT32_MAX,
+    DataError,
+    Preprocessor,
+    check_float32_range,
+    clean,
+    fingerprint,
+    load_table,
+    read_table,
+    split,
+)
 from model_pipeline.datasets import FEATURES, LABEL, make_credit_risk
 
 HEADER = ",".join([*FEATURES, LABEL])
@@ -176,3 +187,34 @@ def test_fingerprint_ignores_row_and_column_order_but_not_values():
     changed.loc[0, "age"] += 1
     assert fingerprint(changed) != fp
     assert fingerprint(df.iloc[1:]) != fp
+
+
+def test_a_repeated_header_name_is_refused_not_renamed(tmp_path):
+    # read_csv alone would hand back 'age' and 'age.1', and 'age.1' would become a model input name
+    path = tmp_path / "t.csv"
+    path.write_text("age,income,age,default\n30,1,31,0\n40,2,41,1\n")
+    with pytest.raises(DataError, match=r"names column\(s\) 'age' more than once; give every column a distinct name") as info:
+        read_table(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_real_dotted_column_name_is_not_mistaken_for_a_repeat(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("age,age.1,default\n30,1,0\n40,2,1\n")
+    assert list(read_table(path).columns) == ["age", "age.1", "default"]
+
+
+def test_a_pipe_is_refused_without_being_opened(tmp_path):
+    path = tmp_path / "t.csv"
+    os.mkfifo(path)  # opening it for reading would block this test forever
+    with pytest.raises(DataError, match="is not a regular file"):
+        read_table(path)
+
+
+def test_float32_range_names_the_first_column_and_row_beyond_it():
+    frame = pd.DataFrame({"a": [1.0, np.nan, FLOAT32_MAX], "b": ["1", "2e39", "x"], "c": [0.0, 1.0, -np.inf]})
+    check_float32_range(frame, ["a"], "t.csv")  # missing values and the largest float32 itself are fine
+    with pytest.raises(DataError, match=r"column 'b' in t.csv holds 2e\+39 in data row 2 \(1 such value\(s\)\)"):
+        check_float32_range(frame, ["a", "b", "c"], "t.csv")
+    with pytest.raises(DataError, match=r"column 'c' in t.csv holds -inf in data row 3"):
+        check_float32_range(frame, ["c"], "t.csv")
