@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from .options import number
+
 export_app = typer.Typer(help="Write a model in another server's format.", no_args_is_help=True)
 
 
@@ -17,16 +19,24 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port, printed at startup).")] = 8080,
     providers: Annotated[str, typer.Option("--providers", help="auto (CUDA when onnxruntime really has it, else CPU), cpu, cuda, "
                                                                "or a comma-separated list of onnxruntime provider names.")] = "auto",
-    max_body_mib: Annotated[float, typer.Option("--max-body-mib", min=0.001, help="Largest request body accepted, in MiB (413 above).")] = 64.0,
+    max_body_mib: Annotated[float, typer.Option("--max-body-mib", parser=number(at_least=0.001, at_most=4096),
+                                                help="Largest request body accepted, in MiB (413 above).")] = 64.0,
     threads: Annotated[int, typer.Option("--threads", min=0, help="onnxruntime intra-op threads per request (0: its default).")] = 0,
     graceful_timeout_s: Annotated[int, typer.Option("--graceful-timeout-s", min=0,
                                                     help="On SIGTERM/SIGINT, seconds to let in-flight requests finish.")] = 30,
+    keep_alive_timeout_s: Annotated[float, typer.Option("--keep-alive-timeout-s", parser=number(above=0, at_most=86400),
+                                                        help="Close a connection idle this long, between requests or before "
+                                                             "its first.")] = 5.0,
+    request_timeout_s: Annotated[float, typer.Option("--request-timeout-s", parser=number(above=0, at_most=86400),
+                                                     help="Close a connection whose request (headers and body) takes longer "
+                                                          "than this to arrive, answering 408 (slow clients, slowloris).")] = 60.0,
 ) -> None:
     """Serve a manifest's ONNX model over the Open Inference Protocol (KServe v2), after verifying its sha256."""
     from model_pipeline.serve.server import serve as run_server
 
     run_server(manifest, host=host, port=port, providers=providers, max_body_bytes=int(max_body_mib * 2**20),
-               threads=threads, graceful_timeout_s=graceful_timeout_s)
+               threads=threads, graceful_timeout_s=graceful_timeout_s, keep_alive_timeout_s=keep_alive_timeout_s,
+               request_timeout_s=request_timeout_s)
 
 
 @export_app.command("triton")
@@ -74,7 +84,7 @@ def verify_serving(
     url_a: Annotated[str, typer.Argument(help="First OIP v2 endpoint (e.g. the old cloud).")],
     url_b: Annotated[str, typer.Argument(help="Second OIP v2 endpoint (e.g. the new cloud).")],
     input_csv: Annotated[Path, typer.Option("--input", help="CSV rows to send to both.")],
-    atol: Annotated[float, typer.Option("--atol", min=0.0, help="Largest absolute difference allowed per output value.")] = 1e-5,
+    atol: Annotated[float, typer.Option("--atol", parser=number(at_least=0.0), help="Largest absolute difference allowed per output value.")] = 1e-5,
     model: Annotated[str | None, typer.Option("--model", help="Model name on both. Default: the only model each serves.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:

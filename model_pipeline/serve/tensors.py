@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,31 @@ _OIP_TO_TYPE: dict[str, TensorType] = {t.oip: t for t in TENSOR_TYPES.values()}
 # Python types a JSON value may decode to, per OIP datatype family
 _NUMBER = frozenset({int, float})
 _INTEGER = frozenset({int})
+# Types an OIP ``parameters`` value may have (the protocol's $parameter: string, number or boolean)
+_PARAMETER_VALUE = (str, int, float, bool)
+
+
+class _Echo(reprlib.Repr):
+    """How much of a client's value an error message repeats: enough to recognise it, never the whole body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = 60
+        self.maxlist = self.maxdict = 6
+        self.maxlevel = 2
+
+    def repr_int(self, x: int, level: int) -> str:
+        # counted, not printed: repr() of an integer over 4300 digits raises ValueError, and a product of shape dims gets there
+        digits = int(x.bit_length() * math.log10(2)) + 1
+        return repr(x) if digits <= self.maxstring else f"<an integer of about {digits} digits>"
+
+
+_ECHO = _Echo()
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` bounded in length and depth, for repeating a client's value in a one-line error message."""
+    return _ECHO.repr(value)
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,9 @@ class ModelSignature:
         """
         if not isinstance(doc, dict):
             raise InferenceRequestError("the request body must be a JSON object with an 'inputs' list")
+        if "id" in doc and not isinstance(doc["id"], str):
+            raise InferenceRequestError(f"'id' is {shown(doc['id'])}; the protocol's request id is a string, or leave it out")
+        _check_parameters(doc, "the request")
         items = doc.get("inputs")
         if not isinstance(items, list) or not items:
             raise InferenceRequestError(f"the request has no 'inputs' list; send {self._expected_inputs()}")
@@ -110,9 +139,10 @@ class ModelSignature:
             name = item.get("name")
             binding = self.input(name) if isinstance(name, str) else None
             if binding is None:
-                raise InferenceRequestError(f"inputs[{index}] has name {name!r}, which this model does not take; it takes {self._expected_inputs()}")
+                raise InferenceRequestError(f"inputs[{index}] has name {shown(name)}, which this model does not take; it takes {self._expected_inputs()}")
             if name in feeds:
                 raise InferenceRequestError(f"input {name!r} is given twice; send each input once")
+            _check_parameters(item, f"input {name!r}")
             feeds[name] = _decode_tensor(binding, item, self.batched)
             if self.batched:
                 batch_sizes[name] = int(feeds[name].shape[0])
@@ -137,10 +167,12 @@ class ModelSignature:
             return self.output_names()
         if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
             raise InferenceRequestError("'outputs' must be a list of objects with a 'name'; leave it out to get every output")
+        for output in outputs:
+            _check_parameters(output, f"output {shown(output['name'])}")
         names = [o["name"] for o in outputs]
         unknown = [n for n in names if n not in self.output_names()]
         if unknown:
-            raise InferenceRequestError(f"output(s) {', '.join(map(repr, unknown))} do not exist; this model returns {', '.join(self.output_names())}")
+            raise InferenceRequestError(f"output(s) {', '.join(map(shown, unknown[:6]))} do not exist; this model returns {', '.join(self.output_names())}")
         return list(dict.fromkeys(names))
 
     def _expected_inputs(self) -> str:
@@ -165,6 +197,21 @@ def encode_tensor(binding: TensorBinding, array: np.ndarray) -> dict[str, Any]:
     return {"name": binding.name, "datatype": binding.datatype, "shape": list(array.shape), "data": data}
 
 
+def _check_parameters(holder: dict, where: str) -> None:
+    """``parameters``, where present, must be an object of scalars; the binary tensor extension is refused by name."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise InferenceRequestError(f"{where}: 'parameters' is {shown(parameters)}; it must be a JSON object of strings, numbers and booleans")
+    for key, value in parameters.items():
+        if not isinstance(value, _PARAMETER_VALUE):
+            raise InferenceRequestError(f"{where}: parameter {shown(key)} is {shown(value)}; a parameter's value must be a string, number or boolean")
+    if "binary_data_size" in parameters:
+        # Triton's binary tensor extension puts the bytes after the JSON header; this server reads JSON 'data' only
+        raise InferenceRequestError(f"{where}: the binary tensor data extension ('binary_data_size') is not supported; send the values as JSON 'data'")
+
+
 def _flatten(data: Any, name: str) -> list:
     """Row-major flat list of a (possibly nested) JSON array."""
     if not isinstance(data, list):
@@ -181,18 +228,20 @@ def _decode_tensor(binding: TensorBinding, item: dict, batched: bool) -> np.ndar
     name = binding.name
     datatype = item.get("datatype")
     if datatype != binding.datatype:
-        raise InferenceRequestError(f"input {name!r} has datatype {datatype!r} but the model takes {binding.datatype}; send {binding.describe()}")
+        raise InferenceRequestError(f"input {name!r} has datatype {shown(datatype)} but the model takes {binding.datatype}; send {binding.describe()}")
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise InferenceRequestError(f"input {name!r}: 'shape' must be a list of non-negative integers, like {_example_shape(binding)}")
     expected = binding.shape
     fixed = [(i, want) for i, want in enumerate(expected) if want >= 0 and not (batched and i == 0)]
     if len(shape) != len(expected) or any(shape[i] != want for i, want in fixed):
-        raise InferenceRequestError(f"input {name!r} has shape {shape} but the model takes {list(expected)} (-1: any size); send e.g. {_example_shape(binding)}")
+        raise InferenceRequestError(f"input {name!r} has shape {shown(shape)} but the model takes {list(expected)} (-1: any size); "
+                                    f"send e.g. {_example_shape(binding)}")
     flat = _flatten(item.get("data"), name)
+    # Python's exact integers: a shape like [10**30, 8] is compared with the data it came with, never allocated
     count = math.prod(shape)
     if len(flat) != count:
-        raise InferenceRequestError(f"input {name!r} has {len(flat)} values but shape {shape} needs {count}; make 'data' match 'shape'")
+        raise InferenceRequestError(f"input {name!r} has {len(flat)} values but shape {shown(shape)} needs {shown(count)}; make 'data' match 'shape'")
     return _to_array(binding, flat, shape)
 
 
@@ -214,12 +263,31 @@ def _to_array(binding: TensorBinding, flat: list, shape: list[int]) -> np.ndarra
     if not kinds <= allowed:
         bad = next(v for v in flat if type(v) not in allowed)
         want = {"BYTES": "strings", "BOOL": "true/false"}.get(datatype, "integers" if allowed is _INTEGER else "numbers")
-        raise InferenceRequestError(f"input {name!r} ({datatype}) holds {bad!r}; its 'data' must hold only {want}")
+        raise InferenceRequestError(f"input {name!r} ({datatype}) holds {shown(bad)}; its 'data' must hold only {want}")
+    if datatype == "BYTES":
+        _check_unicode(name, flat)
     try:
-        array = np.asarray(flat, dtype=binding.numpy_dtype)
+        # an overflowing cast becomes inf, refused just below, instead of a RuntimeWarning in the server's log
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = np.asarray(flat, dtype=binding.numpy_dtype)
     except (OverflowError, ValueError) as exc:
         raise InferenceRequestError(f"input {name!r}: a value does not fit {datatype} ({exc}); send values in the dtype's range") from None
+    if array.dtype.kind == "f" and np.isinf(array).any():
+        # NaN stays (a missing value the graph imputes); an infinity is Infinity, 1e400, or a number past the dtype's range
+        bad = flat[int(np.flatnonzero(np.isinf(array))[0])]
+        raise InferenceRequestError(f"input {name!r} ({datatype}) holds {shown(bad)}, which is infinite or outside {datatype}'s range "
+                                    f"(largest {float(np.finfo(array.dtype).max):.4g}); send finite values, or NaN for a missing one")
     return array.reshape(shape)
+
+
+def _check_unicode(name: str, flat: list[str]) -> None:
+    # JSON escapes can spell lone surrogates ("\udc80"), which are not Unicode text and cannot reach the model as UTF-8
+    for value in flat:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InferenceRequestError(f"input {name!r} holds {shown(value)}, which has a lone surrogate and is not valid Unicode; "
+                                        "send UTF-8 text") from None
 
 
 def rows_to_inputs(rows: Sequence[Mapping[str, str]], inputs: Iterable[TensorBinding], *, source: str = "input") -> list[dict[str, Any]]:

@@ -78,6 +78,20 @@ def test_nested_data_is_read_row_major_and_outputs_can_be_chosen(signature):
     (_request(count={"shape": [3, 1], "data": [1, 2, 3]}), "disagree on the batch size"),
     (_request(rows=65), "65 rows, over this model's max_batch_size of 64"),
     ({**_request(), "outputs": [{"name": "logit"}]}, "'logit' do not exist"),
+    (_request(numeric={"data": [math.inf, 1.0, 2.0, 3.0]}), "holds inf, which is infinite or outside FP32's range"),
+    (_request(numeric={"data": [1e39, 1.0, 2.0, 3.0]}), "holds 1e+39, which is infinite or outside FP32's range"),
+    (_request(numeric={"data": [10**300, 1.0, 2.0, 3.0]}), "holds <an integer of about 301 digits>, which is infinite"),
+    (_request(count={"data": [-(2**63) - 1, 1]}), "does not fit INT64"),
+    (_request(category={"data": ["north", "\udc80"]}), "holds '\\udc80', which has a lone surrogate"),
+    (_request(numeric={"shape": [10**40, 2]}), "needs 20000000000000000000000000000000000000000; make 'data' match"),
+    (_request(numeric={"shape": [2] * 10_000}), "has shape [2, 2, 2, 2, 2, 2, ...] but the model takes [-1, 2]"),
+    (_request(numeric={"name": "x" * 100_000}), "has name 'xxxxxxxxxxxxxxxxxxxxxxxxxxx...xxxxxxxxxxxxxxxxxxxxxxxxxxxx', which"),
+    ({**_request(), "id": ["r", 1]}, "'id' is ['r', 1]; the protocol's request id is a string"),
+    ({**_request(), "parameters": "fast"}, "the request: 'parameters' is 'fast'; it must be a JSON object"),
+    ({**_request(), "parameters": {"priority": [1]}}, "parameter 'priority' is [1]; a parameter's value must be a string"),
+    (_request(numeric={"parameters": {"binary_data_size": 16}}), "input 'numeric': the binary tensor data extension"),
+    ({**_request(), "outputs": [{"name": "label", "parameters": None}, {"name": "probability", "parameters": 3}]},
+     "output 'probability': 'parameters' is 3"),
 ])
 def test_a_bad_request_is_refused_with_a_message_naming_the_problem(signature, doc, message):
     with pytest.raises(InferenceRequestError) as info:
@@ -85,6 +99,13 @@ def test_a_bad_request_is_refused_with_a_message_naming_the_problem(signature, d
     assert info.value.status == 400
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_nan_stays_a_missing_value_and_scalar_parameters_and_a_string_id_are_accepted(signature):
+    doc = {**_request(numeric={"data": [math.nan, 1.0, 2.0, 3.0], "parameters": {"note": "x"}}), "id": "r-1",
+           "parameters": {"priority": 1, "sequence_end": True, "tag": "a"}}
+    feeds, _ = signature.decode_request(doc)
+    assert math.isnan(feeds["numeric"][0, 0]) and feeds["numeric"][0, 1] == 1.0
 
 
 def test_missing_float_cells_become_nan_and_columns_map_by_name(signature):
