@@ -1,5 +1,6 @@
-"""The lepton-cdk cdktf app: the only place providers and backends are created.
+"""The thin cdktf entry of this checkout: ``cdktf.json`` runs ``python -m infra``.
 
-Run it with ``cdktf synth`` (``cdktf.json`` points at ``python -m infra``) or
-``python -m infra`` directly; see :mod:`infra.config` for its settings.
+The app itself ships in the package as :mod:`lepton_cdk.app` (settings in
+:mod:`lepton_cdk.app.config`), so an installed wheel runs the same app with
+``python -m lepton_cdk.app``.
 """

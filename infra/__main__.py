@@ -1,7 +1,7 @@
-"""``python -m infra``: synthesize the stacks the ``LEPTON_*`` environment asks for."""
+"""``python -m infra``: the packaged app, :func:`lepton_cdk.app.main.main`."""
 
 import sys
 
-from .main import main
+from lepton_cdk.app.main import main
 
 sys.exit(main())

@@ -11,6 +11,7 @@ anywhere, synth included, leaves the previous model, manifest and
 from __future__ import annotations
 
 import dataclasses
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from lepton_cdk.contract import MANIFEST_FILENAME, read_manifest
 from lepton_cdk.progress import ProgressReporter
 from lepton_cdk.review import read_stacks
-from lepton_cdk.synth import find_project_root, synthesize_app
+from lepton_cdk.synth import synthesize_app
 
 CDKTF_OUT = "cdktf.out"
 
@@ -49,7 +50,10 @@ def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]
         overrides["source_csv"], overrides["target_csv"] = options.source_data, options.target_data
     config = dataclasses.replace(config, **overrides)
     config.validate()  # bad values fail before any work or any write
-    root = find_project_root()
+    from lepton_cdk.app.config import InfraConfig  # standard library only: no jsii yet
+
+    # the stack's LEPTON_* settings too, so a typo there fails now, not after training
+    InfraConfig.from_env({**os.environ, "LEPTON_TARGET": options.target})
     out = options.out.resolve()
 
     with stage_output(out, also=(CDKTF_OUT,), progress=progress) as staging:
@@ -57,7 +61,7 @@ def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]
             run_pipeline(config, out, progress=progress, staging=staging)
         with progress.stage(f"Synthesizing the {options.target} stack with the manifest wired in"):
             # against the staged manifest: the stack copies the artifacts into cdktf.out and refers to them by relative path
-            synthesize_app(root, manifest=staging.path / MANIFEST_FILENAME, target=options.target, outdir=staging.path / CDKTF_OUT)
+            synthesize_app(manifest=staging.path / MANIFEST_FILENAME, target=options.target, outdir=staging.path / CDKTF_OUT)
         staging.publish()  # the model, the manifest and the stack together, or none of them
     manifest_path = out / MANIFEST_FILENAME
     manifest = read_manifest(manifest_path, verify=True)

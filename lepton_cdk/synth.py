@@ -1,4 +1,4 @@
-"""Run the project's cdktf app (``infra/``) the way ``cdktf synth`` does.
+"""Run the packaged cdktf app (:mod:`lepton_cdk.app`) the way ``cdktf synth`` does.
 
 The app runs in its own process, exactly as the cdktf CLI runs it, so the
 demo synthesizes the same JSON a user's ``cdktf synth`` would, and the
@@ -14,7 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lepton_cdk.contract import ContractError
 from lepton_cdk.review import StackResources, read_stacks
 
 # jsii prints an end-of-life banner on Node.js 20: noise, not an error.
@@ -25,17 +24,8 @@ class SynthError(RuntimeError):
     """The infra app failed to synthesize."""
 
 
-def find_project_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) holding cdktf.json and infra/."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "cdktf.json").is_file() and (folder / "infra").is_dir():
-            return folder
-    raise ContractError(f"no lepton-cdk project (cdktf.json + infra/) at or above {here}; run this from the repository root")
-
-
-def synthesize_app(project_root: Path, *, manifest: Path, target: str, outdir: Path,
-                   extra_env: dict[str, str] | None = None) -> list[StackResources]:
+def synthesize_app(*, manifest: Path, target: str, outdir: Path, extra_env: dict[str, str] | None = None,
+                   cwd: Path | None = None) -> list[StackResources]:
     """Synthesize the infra app for ``target`` into ``outdir``; returns what each stack creates.
 
     The app writes into a new temporary folder beside ``outdir`` that takes
@@ -51,7 +41,7 @@ def synthesize_app(project_root: Path, *, manifest: Path, target: str, outdir: P
     try:
         env = {**os.environ, **QUIET_JSII_ENV, **(extra_env or {}),
                "LEPTON_MANIFEST": str(manifest.resolve()), "LEPTON_TARGET": target, "CDKTF_OUTDIR": str(tmp)}
-        proc = subprocess.run([sys.executable, "-m", "infra"], cwd=project_root, env=env,
+        proc = subprocess.run([sys.executable, "-m", "lepton_cdk.app"], cwd=cwd, env=env,
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]

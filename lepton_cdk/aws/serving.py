@@ -55,9 +55,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from lepton_cdk.contract.serving import TRITON_HTTP_PORT, TRITON_READY_PATH
 from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, aws
 from lepton_cdk.core.interfaces import Grant, IGrantable
-from lepton_cdk.core.triton import TRITON_HTTP_PORT, TRITON_READY_PATH
 from lepton_cdk.core.validation import PropChecks
 
 from .bucket import ModelArtifacts

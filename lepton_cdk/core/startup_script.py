@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lepton_cdk.contract import Manifest
+from lepton_cdk.contract.serving import TRITON_HTTP_PORT, TRITON_IMAGE, TRITON_MODEL_VERSION, triton_model_config
 
 from .interfaces import ModelObject
-from .triton import TRITON_HTTP_PORT, TRITON_IMAGE, TRITON_MODEL_VERSION, triton_model_config
 
 MODEL_ROOT = "/opt/lepton/models"
 STATE_DIR = "/var/lib/lepton"

@@ -43,9 +43,9 @@ import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from lepton_cdk.contract.serving import TRITON_HTTP_PORT, TRITON_READY_PATH
 from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, google
 from lepton_cdk.core.startup_script import TritonLaunch, render_fetch_and_verify_script
-from lepton_cdk.core.triton import TRITON_HTTP_PORT, TRITON_READY_PATH
 from lepton_cdk.core.validation import PropChecks
 
 from .bucket import ModelArtifacts

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from lepton_cdk.contract.checksums import digest_bytes
-from model_pipeline.storage import LocalStore
-from model_pipeline.storage.local import TMP_MARKER
+from lepton_cdk.data.stores import LocalStore
+from lepton_cdk.data.stores.local import TMP_MARKER
 from tests.integration import conftest as emulator_fixtures
 from tests.support.emulators import aws_env, boto3_client
 from tests.support.hostile import Guard, Outcome, run_lepton

@@ -212,7 +212,7 @@ def test_a_newer_minor_versions_extra_lineage_field_still_reads(guard, model):
 @pytest.fixture
 def no_server(monkeypatch):
     """If a hostile manifest were accepted, fail at once instead of starting a server that never returns."""
-    from model_pipeline.serve import server
+    from lepton_cdk.serve import server
 
     def refuse(*args, **kwargs):
         raise AssertionError("lepton serve accepted the manifest and would have started serving")
@@ -239,7 +239,7 @@ def test_serve_refuses_a_model_symlinked_to_an_identical_copy_outside(guard, run
 def test_a_model_swapped_after_its_check_never_reaches_onnxruntime(guard, run_copy, monkeypatch):
     # the file is replaced by garbage right after it was read and checked: the session must be built from the
     # checked bytes (a second read by path would hand onnxruntime the garbage and fail to load)
-    from model_pipeline.serve import runtime
+    from lepton_cdk.serve import runtime
 
     real = runtime.read_artifact_bytes
 
@@ -297,7 +297,7 @@ def test_predict_refuses_a_tampered_metrics_file_before_scoring(guard, run_copy)
 
 
 def test_the_infra_app_refuses_an_escaping_artifact_before_synth(guard, model, monkeypatch, capsys):
-    from infra.main import main as infra_main
+    from lepton_cdk.app.main import main as infra_main
 
     link_outside(guard, model.parent / "preprocessing.json")
     monkeypatch.setenv("LEPTON_MANIFEST", str(model))

@@ -131,14 +131,31 @@ def test_the_published_stack_refers_to_the_published_artifacts_by_relative_path(
     assert _leftovers(published) == []
 
 
-def test_a_failed_synth_leaves_the_previous_model_manifest_and_stack_byte_identical(guard, previous, tiny_demo):
+def test_a_failed_synth_leaves_the_previous_model_manifest_and_stack_byte_identical(guard, previous, tiny_demo, monkeypatch):
+    import lepton_cdk.demo
+    from lepton_cdk.synth import SynthError, synthesize_app
+
+    def failing_synth(**kwargs):
+        synthesize_app(**kwargs)  # the stack really is written into the staging folder first
+        raise SynthError("synthesizing the aws stack failed: injected after the stack was written")
+
+    monkeypatch.setattr(lepton_cdk.demo, "synthesize_app", failing_synth)
     guard.publish(previous)
-    # a new seed: the run trains a different model, and only the synth (which validates LEPTON_*) fails
+    # a new seed: the run trains a different model, and only the synth fails
+    outcome = run_lepton("demo", "--quick", "--seed", "11", "--out", str(previous))
+    assert outcome.code == 1
+    assert "synthesizing the aws stack failed" in outcome.error_line
+    assert "✓ Model pipeline" in outcome.stderr, "the new model was built before the synth failed"
+    # nothing staged beside the folder either (HOME is the working folder: jsii keeps its cache in ~/.cache)
+    assert sorted(p.name for p in guard.work.iterdir() if p.name != ".cache") == ["out"]
+
+
+def test_a_bad_stack_setting_fails_before_training_and_changes_nothing(guard, previous, tiny_demo):
+    guard.publish(previous)
     outcome = run_lepton("demo", "--quick", "--seed", "11", "--out", str(previous), env={"LEPTON_AWS_REGION": "mars-north-1"})
     assert outcome.code == 1
     assert "LEPTON_AWS_REGION='mars-north-1'" in outcome.error_line
-    assert "✓ Model pipeline" in outcome.stderr, "the new model was built before the synth failed"
-    assert sorted(p.name for p in guard.work.iterdir()) == ["out"]  # nothing staged beside the folder either
+    assert "Model pipeline" not in outcome.stderr, "a typo in the stack's settings is found before minutes of training"
 
 
 def test_a_run_killed_mid_publish_is_undone_by_the_next_run(guard, previous, tiny_demo):

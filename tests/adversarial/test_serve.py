@@ -363,8 +363,8 @@ def test_the_model_s_own_refusal_is_a_400_and_a_non_finite_output_is_still_answe
 
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-    from model_pipeline.serve.app import create_app
-    from model_pipeline.serve.runtime import load_model
+    from lepton_cdk.serve.app import create_app
+    from lepton_cdk.serve.runtime import load_model
 
     class Session:
         """Stands in for onnxruntime: refuses one request the way a Gather past its table does, answers NaN to another."""

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_pipeline.serve.client import http_client
+from lepton_cdk.serve.client import http_client
 from tests.bench.results import REPO, machine, write_result
 
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")

@@ -29,7 +29,7 @@ from pathlib import Path
 from tests.bench.results import REPO, machine, write_result
 from tests.support.manifests import write_fake_manifest
 
-FULL_IMPORT = "import cdktf_cdktf_provider_aws, cdktf_cdktf_provider_google; from infra.main import main; raise SystemExit(main())"
+FULL_IMPORT = "import cdktf_cdktf_provider_aws, cdktf_cdktf_provider_google; from lepton_cdk.app.main import main; raise SystemExit(main())"
 BASELINE = "full_provider_import (baseline)"
 VARIANTS = {  # name: (argv, extra environment)
     "submodules_in_use": ([sys.executable, "-m", "infra"], {}),

@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from model_pipeline.storage import open_store
-from model_pipeline.sync import Journal, SyncOptions, build_plan, run_sync, verify_trees
+from lepton_cdk.data import Journal, SyncOptions, build_plan, run_sync, verify_trees
+from lepton_cdk.data.stores import open_store
 from tests.support.emulators import aws_env, boto3_client
 from tests.support.trees import tree, write_tree
 
@@ -278,9 +278,9 @@ def test_missing_bucket_and_missing_credentials_get_one_clear_line(clouds, data_
 
 KILL_MID_MULTIPART = """
 import os, signal, sys
-import model_pipeline.storage.s3 as s3mod
-from model_pipeline.storage import open_store
-from model_pipeline.sync import Journal, SyncOptions, build_plan, run_sync
+import lepton_cdk.data.stores.s3 as s3mod
+from lepton_cdk.data.stores import open_store
+from lepton_cdk.data import Journal, SyncOptions, build_plan, run_sync
 
 src, dst, journal = sys.argv[1:4]
 sent = [0]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 FULL_IMPORT_THEN_APP = (
     "import cdktf_cdktf_provider_aws, cdktf_cdktf_provider_google\n"
-    "from infra.main import main\n"
+    "from lepton_cdk.app.main import main\n"
     "raise SystemExit(main())\n"
 )
 

@@ -31,9 +31,9 @@ import pytest
 
 from lepton_cdk.cli import main
 from lepton_cdk.contract import Artifact, read_manifest, write_manifest
-from model_pipeline.serve.client import predict
-from model_pipeline.serve.runtime import load_model
-from model_pipeline.serve.server import build_server
+from lepton_cdk.serve.client import predict
+from lepton_cdk.serve.runtime import load_model
+from lepton_cdk.serve.server import build_server
 
 pytestmark = pytest.mark.integration
 

@@ -75,7 +75,7 @@ class Outcome:
 
 def run_lepton(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> Outcome:
     """``lepton ARGS`` in this process (the console script's ``main``), with plain CI-style output."""
-    from lepton_cdk import cli
+    from lepton_cdk.cli import root as cli
 
     saved = {k: os.environ.get(k) for k in {"CI", *(env or {})}}
     os.environ["CI"] = "true"

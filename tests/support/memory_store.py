@@ -6,8 +6,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from lepton_cdk.contract.checksums import digest_bytes
-from model_pipeline.storage import ObjectInfo, ObjectStore, WriteResult
-from model_pipeline.storage.base import key_below_prefix
+from lepton_cdk.data.stores import ObjectInfo, ObjectStore, WriteResult
+from lepton_cdk.data.stores.base import key_below_prefix
 
 
 class MemoryStore(ObjectStore):

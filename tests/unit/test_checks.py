@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import InfraConfig
+from lepton_cdk.app.config import InfraConfig
 from lepton_cdk.checks import (
     COMPLIANT,
     LEPTON_CORE,
@@ -238,7 +238,7 @@ def manifest_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def real_stacks(manifest_path, tmp_path_factory):
     """Both clouds synthesized twice: default config, and the dev/test config (no retention, http emulator)."""
-    from infra.main import build_app
+    from lepton_cdk.app.main import build_app
     from lepton_cdk.checks.aspect import PolicyChecks
 
     out = {}
@@ -275,7 +275,7 @@ def test_retain_data_false_and_an_http_emulator_are_suppressed_with_reasons_not_
 
 INJECT = """
 import sys
-from infra.stacks import aws as stacks
+from lepton_cdk.app.stacks import aws as stacks
 from lepton_cdk.core.framework import aws
 
 build = stacks.AwsTargetStack.__init__
@@ -286,7 +286,7 @@ def with_open_ssh(self, *args, **kwargs):
         from_port=22, to_port=22, protocol="tcp", cidr_blocks=["0.0.0.0/0"])])
 
 stacks.AwsTargetStack.__init__ = with_open_ssh
-from infra.main import main
+from lepton_cdk.app.main import main
 sys.exit(main())
 """
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import ConfigError, InfraConfig
-from infra.main import build_app
-from infra.stacks.aws import AWS_SERVICES
+from lepton_cdk.app.config import ConfigError, InfraConfig
+from lepton_cdk.app.main import build_app
+from lepton_cdk.app.stacks.aws import AWS_SERVICES
 from lepton_cdk.contract import ContractError
 from tests.support.manifests import write_fake_manifest
 
@@ -299,7 +299,7 @@ def test_aws_and_gcp_never_import_each_other_and_infra_never_imports_torch():
 
 
 def test_package_root_core_and_config_import_without_cdktf():
-    code = ("import sys, lepton_cdk, lepton_cdk.core, lepton_cdk.core.startup_script, lepton_cdk.core.model_layout, infra.config, infra.main; "
+    code = ("import sys, lepton_cdk, lepton_cdk.core, lepton_cdk.core.startup_script, lepton_cdk.core.model_layout, lepton_cdk.app.config, lepton_cdk.app.main; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cdktf', 'jsii', 'constructs', 'torch')))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "[]"

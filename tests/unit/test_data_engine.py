@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from lepton_cdk.contract.checksums import digest_file
-from model_pipeline.storage import LocalStore
-from model_pipeline.storage.local import TMP_MARKER
-from model_pipeline.sync import (
+from lepton_cdk.data import (
     Journal,
     SyncOptions,
     build_plan,
@@ -24,6 +22,8 @@ from model_pipeline.sync import (
     verify_against_manifest,
     verify_trees,
 )
+from lepton_cdk.data.stores import LocalStore
+from lepton_cdk.data.stores.local import TMP_MARKER
 from tests.support.trees import tree, write_tree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,9 +153,9 @@ def test_a_source_object_changed_during_the_run_is_reported_and_not_copied(src, 
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from model_pipeline.storage import LocalStore
-    from model_pipeline.sync import Journal, SyncOptions, build_plan, run_sync
-    import model_pipeline.sync.engine as engine
+    from lepton_cdk.data.stores import LocalStore
+    from lepton_cdk.data import Journal, SyncOptions, build_plan, run_sync
+    import lepton_cdk.data.engine as engine
 
     src, dst, journal, after_objects, mid_object = sys.argv[1:4] + [int(a) for a in sys.argv[4:6]]
     done = [0]
@@ -316,7 +316,7 @@ def test_no_traverse_without_a_journal_looks_objects_up_one_by_one(src, tmp_path
 
 
 def test_no_traverse_refuses_delete_and_the_cli_flag_skips_the_listing(src, tmp_path):
-    from model_pipeline.sync import SyncError
+    from lepton_cdk.data import SyncError
 
     with pytest.raises(SyncError, match="--no-traverse"):
         sync(src, tmp_path / "dst", tmp_path / "j.jsonl", mode="full", delete=True, no_traverse=True)
@@ -350,7 +350,7 @@ def state(tmp_path, monkeypatch) -> Path:
     ("x" * 256, "a segment is longer than 255 bytes"),
 ])
 def test_local_key_problem_names_why_a_key_cannot_be_a_path(key, problem):
-    from model_pipeline.storage.local import local_key_problem
+    from lepton_cdk.data.stores.local import local_key_problem
 
     assert local_key_problem(key) == problem
 
@@ -363,7 +363,7 @@ def test_a_look_alike_temporary_name_is_an_ordinary_object_and_only_registered_o
     leftover.write_bytes(b"half")
     store.staging.add("feedfacefeedface", leftover.name, os.stat(leftover))
     assert sorted(o.key for o in store.list()) == [".x.lepton-tmp-0123456789abcdef", "notes.lepton-tmp-mine"]
-    from model_pipeline.storage import StorageError
+    from lepton_cdk.data.stores import StorageError
 
     with pytest.raises(StorageError, match="only the holder of the lock"):
         store.discard_partial_writes()
@@ -400,7 +400,7 @@ def test_listing_reports_links_and_special_files_instead_of_dropping_them(tmp_pa
 
 
 def test_writes_and_deletes_never_go_through_a_linked_folder(tmp_path, state):
-    from model_pipeline.storage import UnwritableKeyError
+    from lepton_cdk.data.stores import UnwritableKeyError
 
     outside = write_tree(tmp_path / "outside", {"x.bin": b"keep"})
     dst = tmp_path / "dst"
@@ -436,7 +436,7 @@ def digest_file_bytes(data: bytes):
 def test_the_destination_lock_refuses_a_second_holder_naming_the_lock_and_waits_when_asked(tmp_path, state):
     import threading
 
-    from model_pipeline.storage import DestinationBusyError
+    from lepton_cdk.data.stores import DestinationBusyError
 
     first, second = LocalStore(tmp_path / "dst"), LocalStore(tmp_path / "dst")
     with first.exclusive():

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from lepton_cdk.contract import data_plan_from_dict
-from model_pipeline.storage import LocalStore, StoreConfigError, open_store, parse_store_uri
-from model_pipeline.sync import (
+from lepton_cdk.data import (
     KeyFilter,
     MigrationPlan,
     PlanItem,
@@ -21,6 +20,7 @@ from model_pipeline.sync import (
     native_transfer_recommendation,
     plan_to_contract,
 )
+from lepton_cdk.data.stores import LocalStore, StoreConfigError, open_store, parse_store_uri
 from tests.support.trees import write_tree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,7 @@ def test_above_the_threshold_the_plan_recommends_the_native_transfer_construct_w
         "source_bucket_name": "src-bucket", "source_prefix": "data/", "destination": "dst-bucket", "mode": "partial",
         "include_prefixes": ["tables/"], "exclude_prefixes": ["tables/tmp"], "delete_unique_in_sink": False}
     assert "cut at their first wildcard" in big["note"]  # tables/tmp* is not a plain prefix
-    import model_pipeline.sync.plan as plan_module
+    import lepton_cdk.data.plan as plan_module
 
     monkeypatch.setattr(plan_module, "NATIVE_TRANSFER_THRESHOLD_OBJECTS", 1000)  # a million items takes seconds to build
     assert native_transfer_recommendation(_plan_with(2**30, objects=999))["recommended"] is False
@@ -204,7 +204,7 @@ def test_review_reads_the_plan_file_and_carries_its_egress_to_infracost(src, tmp
 @pytest.mark.parametrize(("text", "count", "share"), [("0", 0, None), ("25", 25, None), ("50%", None, 0.5),
                                                       ("100%", None, 1.0), ("12.5%", None, 0.125)])
 def test_max_delete_takes_a_count_or_a_share(text, count, share):
-    from model_pipeline.sync import parse_max_delete
+    from lepton_cdk.data import parse_max_delete
 
     limit = parse_max_delete(text)
     assert (limit.count, limit.share, limit.explicit) == (count, share, True)
@@ -212,7 +212,7 @@ def test_max_delete_takes_a_count_or_a_share(text, count, share):
 
 @pytest.mark.parametrize("text", ["", "abc", "-1", "101%", "-5%", "1.5", "nan%", "50 %%"])
 def test_a_bad_max_delete_names_the_accepted_forms(text):
-    from model_pipeline.sync import parse_max_delete
+    from lepton_cdk.data import parse_max_delete
 
     with pytest.raises(SyncError, match=r"give a number of objects \(e.g. 100\) or a share"):
         parse_max_delete(text)
@@ -223,7 +223,7 @@ def _dst_with(tmp_path, n: int) -> Path:
 
 
 def test_delete_refuses_an_empty_source_unless_the_limit_is_given(tmp_path):
-    from model_pipeline.sync import parse_max_delete
+    from lepton_cdk.data import parse_max_delete
 
     empty, dst = tmp_path / "empty", _dst_with(tmp_path, 3)
     empty.mkdir()
@@ -234,7 +234,7 @@ def test_delete_refuses_an_empty_source_unless_the_limit_is_given(tmp_path):
 
 
 def test_delete_refuses_more_than_the_share_or_count_and_names_the_numbers(src, tmp_path):
-    from model_pipeline.sync import parse_max_delete
+    from lepton_cdk.data import parse_max_delete
 
     dst = _dst_with(tmp_path, 4)  # src shares none of these: all 4 would go
     refusal = build_plan(LocalStore(src), LocalStore(dst), mode="full", delete=True).delete_refusal()

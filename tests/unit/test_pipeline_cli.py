@@ -346,7 +346,7 @@ def test_yaml_alias_expansion_is_counted_before_values_are_built():
 def test_numeric_flags_parse_numbers_and_refuse_the_rest():
     import typer
 
-    from lepton_cdk.commands.options import number
+    from lepton_cdk.cli.options import number
 
     parse = number(above=0, at_most=100)
     assert (parse("16"), parse(" 2.5 "), parse(100)) == (16.0, 2.5, 100.0)

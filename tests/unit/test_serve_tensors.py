@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from lepton_cdk.contract import Signature, TensorSpec
-from model_pipeline.serve.errors import ClientError, InferenceRequestError
-from model_pipeline.serve.tensors import ModelSignature, rows_to_inputs
+from lepton_cdk.serve.errors import ClientError, InferenceRequestError
+from lepton_cdk.serve.tensors import ModelSignature, rows_to_inputs
 
 
 @pytest.fixture()

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 import pytest
 import uvicorn
 
-from model_pipeline.serve.errors import ServeError
-from model_pipeline.serve.server import BoundedH11Protocol, check_timeout, listening_socket
+from lepton_cdk.serve.errors import ServeError
+from lepton_cdk.serve.server import BoundedH11Protocol, check_timeout, listening_socket
 
 
 def test_accepted_connections_send_without_waiting_for_delayed_acks():

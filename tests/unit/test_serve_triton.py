@@ -21,9 +21,9 @@ import pytest
 
 from lepton_cdk.cli import main
 from lepton_cdk.contract import Signature, TensorSpec, read_manifest
+from lepton_cdk.contract.serving import TRITON_IMAGE, UnsupportedSignatureError, triton_model_config
 from lepton_cdk.core.interfaces import ModelObject
 from lepton_cdk.core.startup_script import TritonLaunch, render_fetch_and_verify_script
-from lepton_cdk.core.triton import TRITON_IMAGE, UnsupportedSignatureError, triton_model_config
 from tests.support.manifests import write_fake_manifest
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

@@ -43,7 +43,7 @@ class CopyRecord:
 
 def default_journal_path(src_uri: str, dst_uri: str) -> Path:
     """``$XDG_STATE_HOME/lepton/sync/<hash of the pair>.jsonl`` (``~/.local/state`` by default)."""
-    from model_pipeline.storage.lock import state_home  # one state folder for journals, locks and the staging registry
+    from lepton_cdk.data.stores.lock import state_home  # one state folder for journals, locks and the staging registry
 
     digest = hashlib.sha256(f"{src_uri}\n{dst_uri}".encode()).hexdigest()[:16]
     return state_home() / "sync" / f"{digest}.jsonl"

@@ -60,7 +60,7 @@ TranscodeOpt = Annotated[Transcode | None, typer.Option("--transcode", help="Con
 
 
 def _open(uri: str, endpoint: str | None, part_size_mib: int = 8, threshold_mib: int = 16, workers: int = 8):
-    from model_pipeline.storage import open_store
+    from lepton_cdk.data.stores import open_store
 
     store = open_store(uri, endpoint if uri.lower().startswith("s3://") else None, workers=workers)
     store.part_size = part_size_mib * 2**20
@@ -132,8 +132,8 @@ def _stores(src: str, dst: str, endpoint, workers: int = 8, part_size_mib: int =
 
 def _build(source, destination, mode: Mode, include, exclude, delete: bool, journal_path, transcode, workers: int = 8,
            no_traverse: bool = False, max_delete: str | None = None, checksum: bool = False):
+    from lepton_cdk.data import Journal, build_plan, default_journal_path, parse_max_delete
     from lepton_cdk.progress import ProgressReporter
-    from model_pipeline.sync import Journal, build_plan, default_journal_path, parse_max_delete
 
     limit = parse_max_delete(max_delete) if max_delete is not None else None
     journal = Journal(journal_path or default_journal_path(source.uri, destination.uri), source.uri, destination.uri)
@@ -163,8 +163,8 @@ def plan_command(
     prices: Annotated[Path | None, typer.Option("--prices", help="A price catalog CSV instead of the shipped, dated one.")] = None,
 ) -> None:
     """List what a sync would delete (first), copy and skip, with the egress cost, the time and the DataTransferJob settings."""
+    from lepton_cdk.data import plan_to_contract
     from lepton_cdk.review.prices import load_catalog
-    from model_pipeline.sync import plan_to_contract
 
     source, destination = _stores(src, dst, endpoint)
     plan, _ = _build(source, destination, mode, include, exclude, delete, journal, transcode, no_traverse=no_traverse,
@@ -203,8 +203,8 @@ def sync_command(
 
     One sync per destination runs at a time (a lock under the state folder); the plan is made and run under it.
     """
+    from lepton_cdk.data import SyncIncompleteError, SyncOptions, plan_to_contract, run_sync
     from lepton_cdk.progress import TransferProgress
-    from model_pipeline.sync import SyncIncompleteError, SyncOptions, plan_to_contract, run_sync
 
     source, destination = _stores(src, dst, endpoint, workers, part_size_mib, multipart_threshold_mib)
     build = dict(mode=mode, include=include, exclude=exclude, delete=delete, journal_path=journal, transcode=transcode,
@@ -254,7 +254,7 @@ def verify_command(
     endpoint: EndpointOpt = None,
 ) -> None:
     """Compare two trees (or both with a migration manifest) by size and hash; exit 1 listing every difference."""
-    from model_pipeline.sync import VerifyError, verify_against_manifest, verify_trees
+    from lepton_cdk.data import VerifyError, verify_against_manifest, verify_trees
 
     source, destination = _open(src, endpoint, workers=workers), _open(dst, endpoint, workers=workers)
     if manifest is not None:

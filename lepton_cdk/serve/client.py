@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from lepton_cdk.core.triton import COLUMNS_PARAMETER
+from lepton_cdk.contract.serving import COLUMNS_PARAMETER
 
 from .errors import ClientError, ServingMismatchError
 from .tensors import TensorBinding, rows_to_inputs

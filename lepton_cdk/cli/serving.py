@@ -32,7 +32,7 @@ def serve(
                                                           "than this to arrive, answering 408 (slow clients, slowloris).")] = 60.0,
 ) -> None:
     """Serve a manifest's ONNX model over the Open Inference Protocol (KServe v2), after verifying its sha256."""
-    from model_pipeline.serve.server import serve as run_server
+    from lepton_cdk.serve.server import serve as run_server
 
     run_server(manifest, host=host, port=port, providers=providers, max_body_bytes=int(max_body_mib * 2**20),
                threads=threads, graceful_timeout_s=graceful_timeout_s, keep_alive_timeout_s=keep_alive_timeout_s,
@@ -47,7 +47,7 @@ def export_triton(
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
     """Write a Triton model repository (<model>/1/model.onnx + config.pbtxt) from the manifest's signature."""
-    from model_pipeline.serve.triton_repo import export_triton_repository
+    from lepton_cdk.serve.triton_repo import export_triton_repository
 
     result = export_triton_repository(manifest, out, force=force)
     if as_json:
@@ -66,7 +66,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
 ) -> None:
     """Send raw CSV rows to an OIP v2 endpoint and print its predictions."""
-    from model_pipeline.serve.client import predict as run_predict
+    from lepton_cdk.serve.client import predict as run_predict
 
     result = run_predict(url, input_csv, model=model, batch_size=batch_size)
     if as_json:
@@ -89,7 +89,7 @@ def verify_serving(
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
     """Send the same rows to two endpoints and fail when any output differs by more than --atol."""
-    from model_pipeline.serve.client import verify_serving as run_verify
+    from lepton_cdk.serve.client import verify_serving as run_verify
 
     result = run_verify(url_a, url_b, input_csv, atol=atol, model=model)
     if as_json:

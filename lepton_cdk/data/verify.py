@@ -17,7 +17,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from model_pipeline.storage import ObjectInfo, ObjectStore
+from lepton_cdk.data.stores import ObjectInfo, ObjectStore
 
 from .manifest import read_migration_manifest
 

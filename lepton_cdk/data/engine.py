@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lepton_cdk.contract.checksums import Digest, StreamingDigest
-from model_pipeline.storage import (
+from lepton_cdk.data.stores import (
     IntegrityError,
     ObjectInfo,
     ObjectNotFoundError,

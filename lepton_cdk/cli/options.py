@@ -8,10 +8,18 @@ import math
 import os
 import stat
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
+
+
+class OutputFormat(StrEnum):
+    """How review and recommend print their result."""
+
+    markdown = "markdown"
+    json = "json"
 
 
 def number(*, at_least: float | None = None, above: float | None = None, at_most: float | None = None) -> Callable[[Any], float]:

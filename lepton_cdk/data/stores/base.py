@@ -97,7 +97,7 @@ class ObjectStore(ABC):
     def exclusive(self, *, wait_s: float = 0.0) -> Iterator[None]:
         """Hold this destination's lock for the block (see ``storage.lock``); re-entered freely by the same store object.
 
-        Raises :class:`~model_pipeline.storage.errors.DestinationBusyError` when another run holds it after ``wait_s``.
+        Raises :class:`~lepton_cdk.data.stores.errors.DestinationBusyError` when another run holds it after ``wait_s``.
         """
         from .lock import DestinationLock
 

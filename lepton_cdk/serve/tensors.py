@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lepton_cdk.contract import Manifest
-from lepton_cdk.core.triton import TENSOR_TYPES, TensorType, is_batched, tensor_columns, tensor_type
+from lepton_cdk.contract.serving import TENSOR_TYPES, TensorType, is_batched, tensor_columns, tensor_type
 
 from .errors import ClientError, InferenceRequestError
 

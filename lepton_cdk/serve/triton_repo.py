@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lepton_cdk.contract import digest_bytes, read_manifest
-from lepton_cdk.core.triton import TRITON_IMAGE, TRITON_MODEL_VERSION, triton_model_config
+from lepton_cdk.contract.serving import TRITON_IMAGE, TRITON_MODEL_VERSION, triton_model_config
 
 from .errors import ExportError
 

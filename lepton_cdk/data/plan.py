@@ -52,8 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from lepton_cdk.contract.data_plan import DATA_PLAN_KIND, DATA_PLAN_SCHEMA_VERSION
-from model_pipeline.storage import LocalStore, ObjectInfo, ObjectStore
-from model_pipeline.storage.base import md5_from_etag
+from lepton_cdk.data.stores import LocalStore, ObjectInfo, ObjectStore
+from lepton_cdk.data.stores.base import md5_from_etag
 
 from .errors import SyncError
 from .filters import KeyFilter, literal_prefix

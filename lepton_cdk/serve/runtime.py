@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lepton_cdk.contract import ContractError, Manifest, read_artifact_bytes, read_manifest, verify_artifact
-from lepton_cdk.core.triton import tensor_type
+from lepton_cdk.contract.serving import tensor_type
 
 from .errors import ServeError
 from .tensors import ModelSignature

@@ -1,7 +1,7 @@
 """Triton Inference Server: the pinned image and the model configuration generated
 from a manifest's signature. Standard library only, so the node boot script
 (``lepton_cdk.core.startup_script``) and ``lepton export triton``
-(``model_pipeline.serve``) write the same ``config.pbtxt``.
+(``lepton_cdk.serve``) write the same ``config.pbtxt``.
 
 Triton and ``lepton serve`` speak the same Open Inference Protocol (KServe v2),
 so a client cannot tell which one answers.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from lepton_cdk.contract import Manifest, TensorSpec
+from .manifest import Manifest, TensorSpec
 
 # Pinned: a moving tag would let two nodes of one group serve with different runtimes.
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"

@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lepton_cdk import __version__
-from lepton_cdk.core.triton import COLUMNS_PARAMETER
+from lepton_cdk.contract.serving import COLUMNS_PARAMETER
 
 from .errors import InferenceRequestError
 from .runtime import LoadedModel
