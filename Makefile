@@ -15,10 +15,12 @@ export CHECKPOINT_DISABLE := 1
 
 setup: $(STAMP) $(NODE_STAMP)
 
-$(STAMP): pyproject.toml
+# Everything (all extras + dev) at the exact versions of constraints.txt; pyproject.toml holds ranges only.
+# The stamp depends on both, so editing either reinstalls.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json

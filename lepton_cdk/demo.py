@@ -40,6 +40,10 @@ class DemoOptions:
 
 def run_demo(options: DemoOptions, progress: ProgressReporter) -> dict[str, Any]:
     """Run the demo; returns the summary (paths, metrics, parity, stacks)."""
+    from lepton_cdk.extras import require_extra
+
+    # both at once, before training: a missing provider would otherwise surface only at synth, minutes later
+    require_extra(f"lepton demo --target {options.target}", "pipeline", options.target)
     from model_pipeline.pipeline import PipelineConfig, run_pipeline, stage_output  # torch: only when asked
 
     config = PipelineConfig.small() if options.quick else PipelineConfig()

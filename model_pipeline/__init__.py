@@ -15,3 +15,9 @@ plots, TensorBoard), ``remote`` (SageMaker / Vertex AI job requests),
 ``predict`` (verify, then score a table), ``pipeline``. Importing this
 package imports nothing heavy; import the module you need.
 """
+
+from lepton_cdk.extras import require_extra
+
+# Checked here, before any submodule: `lepton pipeline ...` and `lepton demo` import model_pipeline first,
+# so a base install fails at once with one line naming the extra, not after minutes of work.
+require_extra(__name__, "pipeline")

@@ -42,10 +42,12 @@ import yaml
 
 from lepton_cdk.yaml_documents import MAX_YAML_NODES, load_yaml  # noqa: F401 - MAX_YAML_NODES re-exported for callers
 
-from .datasets import LABEL
-from .losses import CONSISTENCY
-from .schema import TASKS
-from .train import STRATEGIES
+# The pipeline's vocabularies live here, with the config that validates against them, so reading and
+# checking a config (``--dry-run``, remote requests) never imports torch.
+LABEL = "default"  # the bundled sample's label column
+TASKS = ("classification", "regression")
+STRATEGIES = ("full", "head", "adapter")
+CONSISTENCY = ("mse", "kd")  # mse: squared logit distance; kd: distillation with a temperature
 
 # (section, key) -> PipelineConfig field
 KEYS: dict[tuple[str, str], str] = {

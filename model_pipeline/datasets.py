@@ -35,7 +35,8 @@ FEATURES: list[str] = [
 ]
 """The model's input columns, in the order the exported model expects them."""
 
-LABEL = "default"
+from .config import LABEL  # noqa: E402 - the sample's label column is the config default
+
 """The binary target column: 1 when the borrower defaulted."""
 
 DOMAINS = ("source", "target")

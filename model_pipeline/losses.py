@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONSISTENCY = ("mse", "kd")
+from .config import CONSISTENCY  # noqa: E402
 
 
 def task_loss(out: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:

@@ -144,6 +144,9 @@ def build_request(config: Any, remote: str, suffix: str = "train") -> dict[str, 
 def submit(remote: str, request: Mapping[str, Any], *, region: str = "us-east-1", endpoint_url: str | None = None) -> dict[str, Any]:
     """Send ``request`` with the ambient credentials; returns the cloud's answer (job ARN / resource name)."""
     if remote == "sagemaker":
+        from lepton_cdk.extras import require_extra
+
+        require_extra("submitting to SageMaker", "sagemaker")
         import boto3
         import botocore.exceptions
 

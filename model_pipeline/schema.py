@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .config import TASKS  # noqa: E402
 from .data import DataError, check_float32_range
 
-TASKS = ("classification", "regression")
 # A text column where at least this share of the present values parse as
 # numbers is a numeric column with garbage in it, not a categorical one.
 NUMERIC_SHARE = 0.9

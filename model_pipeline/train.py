@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import STRATEGIES  # noqa: E402
 from .losses import TransferLoss, task_loss
 from .models import add_adapters, merge_adapters
-
-STRATEGIES = ("full", "head", "adapter")
 
 ArrayLike = np.ndarray | torch.Tensor
 EpochCallback = Callable[[dict[str, Any]], None]

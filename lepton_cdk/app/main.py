@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from lepton_cdk.checks import PolicyError
 from lepton_cdk.contract import ContractError, read_manifest
 from lepton_cdk.core.errors import ConstructValidationError
+from lepton_cdk.extras import MissingExtraError, require_extra
 
 from .config import ConfigError, InfraConfig
 
@@ -32,6 +33,8 @@ def build_app(config: InfraConfig, outdir: str | os.PathLike[str] | None = None)
     Returns the cdktf ``App``; call ``.synth()`` to write ``outdir``.
     """
     manifest = read_manifest(config.manifest_path, verify=True)
+    for target in config.targets:  # one line naming the missing extra, before jsii starts
+        require_extra(f"the {target} stack", target)
 
     from lepton_cdk.core.framework import App  # jsii starts here, after the cheap checks passed
 
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         from lepton_cdk.checks.aspect import PolicyChecks
 
         PolicyChecks.synth(app)  # app.synth(); an unsuppressed policy error raises PolicyViolationError (one line)
-    except (ConfigError, ContractError, ConstructValidationError, PolicyError) as exc:
+    except (ConfigError, ContractError, ConstructValidationError, PolicyError, MissingExtraError) as exc:
         if os.environ.get("LEPTON_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)

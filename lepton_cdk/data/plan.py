@@ -58,7 +58,7 @@ from lepton_cdk.data.stores.base import md5_from_etag
 from .errors import SyncError
 from .filters import KeyFilter, literal_prefix
 from .journal import CopyRecord, Journal
-from .transcode import TRANSCODE_FORMATS, transcoded_key
+from .transcode import TRANSCODE_FORMATS, require_transcoder, transcoded_key
 from .verify import content_matches, matches_recorded
 
 MODES = ("full", "incremental", "partial")
@@ -241,6 +241,8 @@ def build_plan(source: ObjectStore, destination: ObjectStore, *, mode: str = "in
         raise SyncError("--mode partial needs at least one --include or --exclude glob naming the subset")
     if transcode is not None and transcode not in TRANSCODE_FORMATS:
         raise SyncError(f"--transcode {transcode!r} is not supported; use {', '.join(TRANSCODE_FORMATS)}")
+    if transcode is not None:
+        require_transcoder()  # before listing or copying anything, not at the first CSV
     _refuse_overlap(source, destination)
     key_filter = KeyFilter(tuple(include), tuple(exclude))
     key_filter.validate()

@@ -13,9 +13,16 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from lepton_cdk.extras import require_extra
+
 from .errors import TranscodeError
 
 TRANSCODE_FORMATS = ("parquet",)
+
+
+def require_transcoder() -> None:
+    """Raise :class:`lepton_cdk.extras.MissingExtraError` (one line) when pyarrow, the transcoder, is missing."""
+    require_extra("--transcode parquet", "data", modules=("pyarrow",))
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class _Fingerprint:
 
 def csv_to_parquet(csv_path: Path, parquet_path: Path, name: str | None = None) -> TranscodeProof:
     """Convert one CSV file to Parquet (zstd) and prove the two hold the same rows; ``name`` is used in errors."""
+    require_transcoder()
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq

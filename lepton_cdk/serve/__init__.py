@@ -8,3 +8,9 @@ artifact, open the onnxruntime session), ``app`` (the starlette application),
 triton``), ``client`` (``lepton predict``, ``lepton verify-serving``).
 Importing this package imports nothing heavy; import the module you need.
 """
+
+from lepton_cdk.extras import require_extra
+
+# Every module here needs the 'serve' extra (triton_repo too: it verifies the model through runtime, numpy);
+# checked once here so `lepton serve` / `predict` / `export triton` fail with one line, not a traceback.
+require_extra(__name__, "serve")

@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from lepton_cdk.extras import require_extra
+
 from .base import (
     SHA256_METADATA_KEY,
     ExpectedDigest,
@@ -31,6 +33,9 @@ from .errors import (
     StoreConfigError,
     TransientStorageError,
 )
+
+# Only the Cloud Storage store needs google-cloud-storage: a gs:// location without it fails here with one line.
+require_extra("the Cloud Storage store (gs:// locations)", "data", modules=("google.cloud.storage",))
 
 _RESUMABLE_QUANTUM = 256 * 1024  # resumable upload chunks must be multiples of 256 KiB
 

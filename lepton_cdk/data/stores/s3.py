@@ -18,6 +18,8 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from lepton_cdk.extras import require_extra
+
 from .base import (
     SHA256_METADATA_KEY,
     ExpectedDigest,
@@ -36,6 +38,10 @@ from .errors import (
     StoreConfigError,
     TransientStorageError,
 )
+
+# The S3 store is the one part of the data engine that needs botocore: a base install opens local
+# folders, and an s3:// location fails here with one line naming the extra.
+require_extra("the S3 store (s3:// locations)", "data", modules=("botocore",))
 
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
                     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException",
