@@ -10,36 +10,39 @@ one of their ~2,100 generated submodules from their ``__init__``, which costs
 ~18-20 s (AWS) and ~16 s (Google) before a single resource is declared. The
 submodules themselves only need the package's ``_jsii`` module (which loads
 the jsii assembly into the Node.js kernel), never the package ``__init__``.
-:func:`provider_package` therefore registers the package in ``sys.modules``
-without executing its ``__init__`` and imports a submodule the first time it
-is asked for (``aws.s3_bucket``). The synthesized JSON is byte-identical to
-the one produced after a full import; only the time differs.
+``import lepton_cdk`` installs an import hook (:class:`lepton_cdk.ProviderImportHook`)
+that imports these packages without running their ``__init__``;
+:func:`provider_package` imports through it, and :data:`aws` / :data:`google`
+import a submodule the first time it is asked for (``aws.s3_bucket``). A
+user's own ``from cdktf_cdktf_provider_aws.s3_bucket import S3Bucket`` gets
+the same package module. The synthesized JSON is byte-identical to the one
+produced after a full import; only the time differs.
 
-If the package was already imported in full (a user's own stack did
-``import cdktf_cdktf_provider_aws``), that module is used as it is.
+If the package was already imported in full (a user's stack imported it
+before ``lepton_cdk``), that module is used as it is.
 
-The same holds on the JavaScript side: :mod:`lepton_cdk.core.node_preload`
-starts the jsii kernel so that it requires a provider's JavaScript
-submodules on first use too, instead of all of them when the assembly loads.
+The same hook starts the jsii kernel, on the ``import cdktf`` below unless
+something imported cdktf earlier, with :mod:`lepton_cdk.core.node_preload`'s
+preload, so that it requires a provider's JavaScript submodules on first use
+too, instead of all of them when the assembly loads.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import re
 import sys
-import threading
 import types
 from typing import Any
 
-from .node_preload import lazy_provider_index
+import lepton_cdk
 
-# The first jsii import starts the Node.js kernel: give it the lazy provider index (see node_preload.py).
-with lazy_provider_index():
-    import cdktf
-    import constructs
-    import jsii
+# Normally done by `import lepton_cdk` already; this module relies on it (the kernel starts on `import cdktf`).
+lepton_cdk.install_provider_import_hook()
+
+import cdktf  # noqa: E402
+import constructs  # noqa: E402
+import jsii  # noqa: E402
 from cdktf import (  # noqa: E402
     Annotations,
     App,
@@ -70,7 +73,7 @@ __all__ = [
 implements = jsii.implements
 """Class decorator declaring that a Python class implements a jsii interface (``@implements(IAspect)``)."""
 
-_lock = threading.Lock()
+_PROVIDER_EXTRAS = {"cdktf_cdktf_provider_aws": "aws", "cdktf_cdktf_provider_google": "gcp"}
 
 
 class ProviderBindings:
@@ -111,36 +114,23 @@ class ProviderBindings:
 
 
 def provider_package(package: str) -> types.ModuleType:
-    """``sys.modules[package]``, registered without running the package ``__init__``.
+    """``sys.modules[package]``: a prebuilt provider package, imported without running its ``__init__``.
 
-    The returned module has the package's ``__path__`` (so its submodules
-    import normally) and a module-level ``__getattr__`` that imports a
-    submodule on attribute access, so ``import cdktf_cdktf_provider_aws as
-    aws; aws.kms_key`` keeps working for code that expects the full package.
+    The module comes from :class:`lepton_cdk.ProviderImportHook`: it has the
+    package's ``__path__`` (so its submodules import normally), ``__all__``
+    and a module-level ``__getattr__`` that imports a submodule on attribute
+    access, so ``import cdktf_cdktf_provider_aws as aws; aws.kms_key`` keeps
+    working for code that expects the full package. A package imported in
+    full before ``lepton_cdk`` is returned as it is.
     """
-    with _lock:
-        module = sys.modules.get(package)
-        if module is not None:
-            return module
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.submodule_search_locations is None:
-            raise ModuleNotFoundError(f"provider package {package!r} is not installed; run `make setup`", name=package)
-        module = importlib.util.module_from_spec(spec)
+    try:
+        return importlib.import_module(package)
+    except ModuleNotFoundError as exc:
+        if exc.name != package or package not in _PROVIDER_EXTRAS:
+            raise
+        from lepton_cdk.extras import MissingExtraError
 
-        def _submodule(name: str, _package: str = package) -> Any:
-            if name.startswith("__"):
-                raise AttributeError(name)
-            try:
-                return importlib.import_module(f"{_package}.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{_package}.{name}":
-                    raise
-                raise AttributeError(f"module {_package!r} has no attribute {name!r}") from None
-
-        module.__getattr__ = _submodule  # PEP 562
-        sys.modules[package] = module
-        # Deliberately no spec.loader.exec_module(module): that is the 2,100-import __init__.
-        return module
+        raise MissingExtraError(f"provider package {package}", (_PROVIDER_EXTRAS[package],), (package,)) from None
 
 
 # How cdktf encodes a string token inside a Python string (cdktf 0.21 / CDK Terrain alike).

@@ -1,15 +1,15 @@
 """Start the jsii kernel so that prebuilt provider packages load their JavaScript submodules on demand.
 
 The Python side of a prebuilt provider package is already loaded per
-submodule (see :mod:`lepton_cdk.core.framework`). The JavaScript side is
+submodule (see ``lepton_cdk.ProviderImportHook``). The JavaScript side is
 not: when ``cdktf_cdktf_provider_aws._jsii`` loads the assembly, the jsii
 kernel (Node.js) ``require()`` s the package's ``lib/index.js``, which
 ``require()`` s all ~1,500 (AWS) / ~1,400 (Google) generated submodules:
 2.3-2.7 s per provider of a ~3 s synth (``JSII_DEBUG_TIMING=1`` shows it).
 
-:func:`lazy_provider_index` wraps the imports that start the kernel and
-hands Node.js a ``--require`` preload script (:data:`PRELOAD_JS`). In the
-kernel it rewrites, in memory, each ``@cdktf/provider-*/lib/index.js`` line
+:func:`preload_in_node_options` hands Node.js a ``--require`` preload
+script (:data:`PRELOAD_JS`) while the jsii kernel starts. In the kernel it
+rewrites, in memory, each ``@cdktf/provider-*/lib/index.js`` line
 ``exports.s3Bucket = require("./s3-bucket");`` into a getter that requires
 the submodule the first time the kernel looks it up. Files on disk are not
 touched; a submodule, once required, is the very module object the eager
@@ -17,11 +17,17 @@ index would have produced, so the synthesized JSON is byte-identical
 (tests/integration/test_provider_loading.py checks it). An index in any
 other shape is compiled unchanged.
 
+The import hook ``lepton_cdk.ProviderImportHook`` (installed by ``import
+lepton_cdk``) wraps the import that starts the kernel, the first of
+``lepton_cdk.KERNEL_MODULES``, in :func:`preload_in_node_options`, so the
+preload is there whether a user's ``import cdktf`` or a lepton-cdk construct
+comes first.
+
 The script is written to ``$XDG_CACHE_HOME/lepton-cdk`` (default
 ``~/.cache/lepton-cdk``, a private folder) because the wheel carries no
 ``.js`` files. ``NODE_OPTIONS`` is set only while the kernel starts and then
 restored, so no other Node.js process sees it. Nothing is changed when the
-kernel is already running (a stack that imported cdktf first), when the
+kernel is already running (cdktf was imported before lepton_cdk), when the
 cache folder cannot be written, or when ``LEPTON_EAGER_PROVIDER_INDEX=1``.
 Standard library only.
 """
@@ -35,6 +41,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from lepton_cdk.provider_imports import KERNEL_MODULES
 
 PRELOAD_JS = r"""'use strict';
 // lepton-cdk: load @cdktf/provider-* submodules on first use instead of all at once (see node_preload.py).
@@ -62,7 +70,8 @@ Module._extensions['.js'] = function lazyProviderIndex(module, filename) {
 """
 
 OPT_OUT_ENV = "LEPTON_EAGER_PROVIDER_INDEX"
-_KERNEL_MODULES = ("constructs._jsii", "cdktf._jsii")
+
+_handed_to_kernel: Path | None = None
 
 
 def _cache_dir() -> Path:
@@ -93,19 +102,27 @@ def preload_script() -> Path | None:
         return None
 
 
+def kernel_preload_script() -> Path | None:
+    """The preload script for a jsii kernel about to start; None when it runs already, eager loading is asked or no safe cache."""
+    if os.environ.get(OPT_OUT_ENV) or any(m in sys.modules for m in KERNEL_MODULES):
+        return None
+    return preload_script()
+
+
+def kernel_preload() -> Path | None:
+    """The preload script handed to this process's jsii kernel as it started, or None (eager index, or started before lepton_cdk)."""
+    return _handed_to_kernel
+
+
 @contextlib.contextmanager
-def lazy_provider_index() -> Iterator[bool]:
-    """Around the imports that start the jsii kernel; yields whether the preload script is handed to Node.js."""
-    script = None
-    if not os.environ.get(OPT_OUT_ENV) and not any(m in sys.modules for m in _KERNEL_MODULES):
-        script = preload_script()
-    if script is None:
-        yield False
-        return
+def preload_in_node_options(script: Path) -> Iterator[None]:
+    """Around the import that starts the jsii kernel: ``NODE_OPTIONS`` requires ``script``, then is restored."""
+    global _handed_to_kernel
     previous = os.environ.get("NODE_OPTIONS")
     os.environ["NODE_OPTIONS"] = f'{previous or ""} --require "{script}"'.strip()
     try:
-        yield True
+        yield
+        _handed_to_kernel = script
     finally:
         if previous is None:
             os.environ.pop("NODE_OPTIONS", None)

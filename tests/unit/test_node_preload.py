@@ -4,7 +4,9 @@ Runs the real preload script in Node.js against a small fake provider
 package: requiring the index must not load any submodule, a looked-up
 submodule is the real module, every export stays visible. That the full
 app synthesizes byte-identical output this way is
-tests/integration/test_provider_loading.py; how much faster it is, ``make bench``.
+tests/integration/test_provider_loading.py; that the import hook hands the
+script to the kernel, tests/unit/test_provider_import_hook.py; how much
+faster it is, ``make bench``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import pytest
 
 from lepton_cdk.core import node_preload
+from lepton_cdk.provider_imports import KERNEL_MODULES
 
 INDEX = '''"use strict";
 Object.defineProperty(exports, "__esModule", { value: true });
@@ -74,25 +77,28 @@ def test_without_the_preload_the_index_loads_every_submodule(fake_provider):
 def test_node_options_carry_the_preload_only_while_the_kernel_starts(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("NODE_OPTIONS", "--max-http-header-size=16384")
-    for name in node_preload._KERNEL_MODULES:
+    for name in KERNEL_MODULES:
         monkeypatch.delitem(sys.modules, name, raising=False)
-    with node_preload.lazy_provider_index() as active:
-        assert active is True
-        assert os.environ["NODE_OPTIONS"].startswith("--max-http-header-size=16384 --require ")
+    script = node_preload.kernel_preload_script()
+    assert script == node_preload.preload_script() and script is not None
+    with node_preload.preload_in_node_options(script):
+        assert os.environ["NODE_OPTIONS"] == f'--max-http-header-size=16384 --require "{script}"'
     assert os.environ["NODE_OPTIONS"] == "--max-http-header-size=16384"
+    monkeypatch.delenv("NODE_OPTIONS")
+    with pytest.raises(RuntimeError), node_preload.preload_in_node_options(script):
+        raise RuntimeError("the kernel failed to start")
+    assert "NODE_OPTIONS" not in os.environ  # restored on failure too
 
 
-def test_nothing_changes_when_the_kernel_already_runs_or_eager_loading_is_asked(tmp_path, monkeypatch):
+def test_no_preload_when_the_kernel_already_runs_or_eager_loading_is_asked(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("NODE_OPTIONS", raising=False)
     monkeypatch.setitem(sys.modules, "cdktf._jsii", object())
-    with node_preload.lazy_provider_index() as active:
-        assert active is False and "NODE_OPTIONS" not in os.environ
+    assert node_preload.kernel_preload_script() is None
     monkeypatch.delitem(sys.modules, "cdktf._jsii")
     monkeypatch.delitem(sys.modules, "constructs._jsii", raising=False)
+    assert node_preload.kernel_preload_script() is not None
     monkeypatch.setenv(node_preload.OPT_OUT_ENV, "1")
-    with node_preload.lazy_provider_index() as active:
-        assert active is False and "NODE_OPTIONS" not in os.environ
+    assert node_preload.kernel_preload_script() is None
 
 
 def test_a_cache_folder_others_can_write_is_not_trusted(tmp_path, monkeypatch):
