@@ -11,7 +11,7 @@ NODE_STAMP := node_modules/.installed-stamp
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CHECKPOINT_DISABLE := 1
 
-.PHONY: setup demo test test-unit test-integration bench lint clean
+.PHONY: setup demo test test-unit test-integration bench docs lint clean
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -20,7 +20,7 @@ setup: $(STAMP) $(NODE_STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev,docs]'
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -30,8 +30,13 @@ $(NODE_STAMP): package.json package-lock.json
 demo: $(STAMP)
 	$(VENV)/bin/lepton demo $(ARGS)
 
+# Three workers, one test file each at a time (module fixtures stay in one process): the terraform applies against
+# moto spend most of their time waiting on the provider's polling, so they overlap well even on 2 cores.
+# `make test PYTEST_WORKERS=` runs in one process.
+PYTEST_WORKERS ?= -n 3 --dist loadfile
+
 test: $(STAMP) $(NODE_STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
@@ -43,6 +48,11 @@ test-integration: $(STAMP) $(NODE_STAMP)
 # `make bench BENCH="synth data"` runs a subset.
 bench: $(STAMP)
 	$(PY) -m tests.bench $(BENCH)
+
+# The docs site (mkdocs.yml, docs/) into build/site, strict: a broken link or reference fails. `make test` builds it
+# the same way (tests/unit/test_docs.py). NO_MKDOCS_2_WARNING silences Material's end-of-life banner: docs/index.md says it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

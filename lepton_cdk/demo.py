@@ -119,6 +119,6 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines += [
         "",
         "Next: review the plan with `npx cdktf diff`, deploy with `npx cdktf deploy --outputs-file outputs.json`",
-        f"      (LEPTON_MANIFEST={summary['manifest']} LEPTON_TARGET={summary['target']}; see README).",
+        f"      (LEPTON_MANIFEST={summary['manifest']} LEPTON_TARGET={summary['target']}; see docs/deploying.md).",
     ]
     return "\n".join(lines)

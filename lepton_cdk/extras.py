@@ -41,9 +41,10 @@ DISTRIBUTION = "lepton-cdk"
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "aws": ("cdktf_cdktf_provider_aws",),
     "gcp": ("cdktf_cdktf_provider_google",),
-    "pipeline": ("torch", "onnx", "onnxscript", "onnxruntime", "numpy", "pandas", "pyarrow", "matplotlib", "tensorboard"),
+    "pipeline": ("torch", "onnx", "onnxscript", "onnxruntime", "numpy", "pandas", "pyarrow", "matplotlib", "tensorboard",
+                 "transformers", "tokenizers", "safetensors"),
     "data": ("botocore", "google.cloud.storage", "pyarrow"),
-    "serve": ("onnxruntime", "numpy", "starlette", "uvicorn", "prometheus_client", "httpx", "h11"),
+    "serve": ("onnxruntime", "numpy", "starlette", "uvicorn", "prometheus_client", "httpx", "h11", "tokenizers"),
     "sagemaker": ("boto3", "botocore"),
 }
 """The modules whose presence stands for each extra (import names, not distribution names)."""

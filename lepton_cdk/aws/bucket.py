@@ -1,5 +1,9 @@
 """An S3 bucket for model artifacts, and the artifacts of one model version in it.
 
+The mirror image of :mod:`lepton_cdk.gcp.bucket`: the same public names (``docs/vocabulary.md``),
+this cloud's resources. What repeats between the two modules is kept on purpose (aws/ and gcp/
+never import each other); logic that is truly shared lives in ``lepton_cdk.core``.
+
 Default settings (``ModelBucket``):
 - Encryption at rest with a new customer-managed KMS key (child ``"Key"``),
   rotated yearly, with an alias (``"KeyAlias"``, ``alias/lepton-models-...``);
@@ -39,9 +43,9 @@ Default settings (``AccessLogBucket``):
 
 Default settings (``ModelBucket.from_bucket_name``):
 - Declares no bucket resources: it only names a bucket you already own, so
-  you can upload artifacts into it and grant on it. With ``key_arn`` the
-  grants add the KMS permissions and uploads use SSE-KMS with that key;
-  without it they rely on the bucket's own default encryption.
+  you can upload artifacts into it and grant on it. With ``kms_key_id`` (the
+  key's ARN) the grants add the KMS permissions and uploads use SSE-KMS with
+  that key; without it they rely on the bucket's own default encryption.
 
 Default settings (``ModelArtifacts``):
 - The manifest's artifacts are re-hashed before anything is declared; a
@@ -59,12 +63,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from typing import Any
 
-from lepton_cdk.contract import Artifact, Manifest, read_manifest
-from lepton_cdk.core.artifacts import ModelArtifactsBase
+from lepton_cdk.contract import Artifact
+from lepton_cdk.core.artifacts import ArtifactUploads, ModelArtifactsBase
 from lepton_cdk.core.bucket_retention import (
     ACCESS_LOG_NONCURRENT_DAYS,
     DEFAULT_ABORT_INCOMPLETE_UPLOAD_DAYS,
@@ -74,13 +77,12 @@ from lepton_cdk.core.bucket_retention import (
 )
 from lepton_cdk.core.errors import ConstructValidationError
 from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, aws
-from lepton_cdk.core.interfaces import Grant, IBucket, IGrantable, ModelObject
-from lepton_cdk.core.model_layout import (
-    key_prefix_problems,
-)
+from lepton_cdk.core.interfaces import Grant, IAwsBucket, IGrantable, ModelObject
+from lepton_cdk.core.model_layout import key_prefix_problems
+from lepton_cdk.core.renames import RenamedAttribute, renamed_props
 from lepton_cdk.core.validation import PropChecks
 
-from .iam import PolicyStatement
+from .iam import PolicyStatement, iam_principal
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -139,48 +141,46 @@ def _lifecycle_rules(*, abort_incomplete_upload_days: int, expiration_days: int 
     return rules
 
 
-class _S3Bucket(Construct):
-    """What every bucket here offers: object URIs, grants and artifact uploads.
+class _S3Bucket(ArtifactUploads, Construct):
+    """What every bucket here offers: object URIs, grants and artifact uploads (an :class:`~lepton_cdk.core.interfaces.IAwsBucket`).
 
     Subclasses provide ``bucket_name``, ``bucket_id`` (what an object's
     ``bucket`` argument references), ``bucket_arn``, ``bucket_region``,
-    ``key_arn`` (``None`` when no KMS key is known) and ``object_dependencies``.
+    ``kms_key_id`` (the key's ARN; ``None`` when no KMS key is known) and
+    ``object_dependencies``. The GCP mirror image is ``lepton_cdk.gcp.bucket``:
+    the same public names, each cloud's own resources.
     """
+
+    cloud = "aws"
+    url_scheme = "s3"
+    key_arn = RenamedAttribute("kms_key_id")
 
     bucket_name: str
     bucket_id: str
     bucket_arn: str
     bucket_region: str
-    key_arn: str | None
+    kms_key_id: str | None
     object_dependencies: list
-
-    def url_for_object(self, key: str = "") -> str:
-        """``s3://<bucket>/<key>``."""
-        return f"s3://{self.bucket_name}/{key}"
 
     def arn_for_objects(self, key_pattern: str) -> str:
         """The ARN of the objects matching ``key_pattern`` (``models/*``)."""
         return f"{self.bucket_arn}/{key_pattern}"
 
     def _grant(self, method: str, grantee: IGrantable, key_prefix: str, s3_actions: list[str], kms_actions: list[str]) -> Grant:
-        principal = getattr(grantee, "grant_principal", None)
-        if principal is None or not hasattr(principal, "add_to_principal_policy"):
-            raise TypeError(
-                f"{method} needs a grantee with an IAM grant_principal (a GpuNodeGroup or ServiceRole), got {type(grantee).__name__}"
-            )
+        principal = iam_principal(method, grantee)
         problems = key_prefix_problems("key_prefix", key_prefix) if key_prefix else []
         if problems:
             raise ConstructValidationError(self.node.path, problems)
         objects_arn = self.arn_for_objects(f"{key_prefix}*")
         principal.add_to_principal_policy(PolicyStatement(actions=s3_actions, resources=[objects_arn]))
-        if self.key_arn is None:
+        if self.kms_key_id is None:
             return Grant(grantee=principal.node.path, actions=tuple(s3_actions), resources=(objects_arn,))
         principal.add_to_principal_policy(PolicyStatement(
             actions=kms_actions,
-            resources=[self.key_arn],
+            resources=[self.kms_key_id],
             conditions={"StringEquals": {"kms:ViaService": f"s3.{self.bucket_region}.amazonaws.com"}},
         ))
-        return Grant(grantee=principal.node.path, actions=(*s3_actions, *kms_actions), resources=(objects_arn, self.key_arn))
+        return Grant(grantee=principal.node.path, actions=(*s3_actions, *kms_actions), resources=(objects_arn, self.kms_key_id))
 
     def grant_read(self, grantee: IGrantable, *, key_prefix: str = "") -> Grant:
         """Let ``grantee`` read objects under ``key_prefix``, and decrypt them through S3 only.
@@ -206,17 +206,6 @@ class _S3Bucket(Construct):
         return self._grant("grant_write", grantee, key_prefix, ["s3:PutObject", "s3:AbortMultipartUpload"],
                            ["kms:GenerateDataKey", "kms:Decrypt"])
 
-    def upload_artifacts(self, manifest: Manifest | str | os.PathLike[str], *, key_prefix: str | None = None) -> ModelArtifacts:
-        """Upload a manifest's artifacts into this bucket (child ``"Artifacts-<model name>"``).
-
-        :param manifest: a :class:`~lepton_cdk.contract.Manifest` read from
-            disk, or the path of ``manifest.json`` (or its folder).
-        :param key_prefix: where the objects go. Default: ``models/<name>/<version>/``.
-        """
-        # ModelArtifacts re-hashes every artifact; here only the model name is needed.
-        loaded = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, verify=False)
-        return ModelArtifacts(self, f"Artifacts-{loaded.model_name}", bucket=self, manifest=loaded, key_prefix=key_prefix)
-
 
 class _DeclaredS3Bucket(_S3Bucket):
     """A bucket this construct declares: its ``"Resource"`` and guard rails."""
@@ -226,6 +215,28 @@ class _DeclaredS3Bucket(_S3Bucket):
     public_access_block: Any
     ownership_controls: Any
     policy: Any
+
+    def _version_and_encrypt(self, bucket_id: str, *, versioned: bool, sse_algorithm: str, kms_master_key_id: str | None = None,
+                             bucket_key_enabled: bool | None = None) -> None:
+        """Versioning (child ``"Versioning"``) and default encryption (``"Encryption"``) of the bucket."""
+        self.versioning = aws.s3_bucket_versioning.S3BucketVersioningA(
+            self, "Versioning",
+            bucket=bucket_id,
+            versioning_configuration=aws.s3_bucket_versioning.S3BucketVersioningVersioningConfiguration(
+                status="Enabled" if versioned else "Suspended",
+            ),
+        )
+        sse = aws.s3_bucket_server_side_encryption_configuration
+        self.encryption = sse.S3BucketServerSideEncryptionConfigurationA(
+            self, "Encryption",
+            bucket=bucket_id,
+            rule=[sse.S3BucketServerSideEncryptionConfigurationRuleA(
+                apply_server_side_encryption_by_default=sse.S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
+                    sse_algorithm=sse_algorithm, kms_master_key_id=kms_master_key_id,
+                ),
+                bucket_key_enabled=bucket_key_enabled,
+            )],
+        )
 
     def _block_public_access(self, bucket_id: str) -> None:
         """All four public access block settings on, and ACLs disabled (``BucketOwnerEnforced``)."""
@@ -308,22 +319,8 @@ class AccessLogBucket(_DeclaredS3Bucket):
             lifecycle=TerraformResourceLifecycle(prevent_destroy=True) if retain_on_destroy else None,
         )
         bucket_id = self.resource.id
-        self.versioning = aws.s3_bucket_versioning.S3BucketVersioningA(
-            self, "Versioning",
-            bucket=bucket_id,
-            versioning_configuration=aws.s3_bucket_versioning.S3BucketVersioningVersioningConfiguration(status="Enabled"),
-        )
-        sse = aws.s3_bucket_server_side_encryption_configuration
-        self.encryption = sse.S3BucketServerSideEncryptionConfigurationA(
-            self, "Encryption",
-            bucket=bucket_id,
-            rule=[sse.S3BucketServerSideEncryptionConfigurationRuleA(
-                # Server access log delivery fails into a bucket whose default encryption is SSE-KMS.
-                apply_server_side_encryption_by_default=sse.S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
-                    sse_algorithm="AES256",
-                ),
-            )],
-        )
+        # Server access log delivery fails into a bucket whose default encryption is SSE-KMS.
+        self._version_and_encrypt(bucket_id, versioned=True, sse_algorithm="AES256")
         self._block_public_access(bucket_id)
         self.account = aws.data_aws_caller_identity.DataAwsCallerIdentity(self, "Account")
         statements: list[dict[str, Any]] = [{
@@ -353,7 +350,7 @@ class AccessLogBucket(_DeclaredS3Bucket):
         )
 
     @property
-    def key_arn(self) -> None:
+    def kms_key_id(self) -> None:
         """Always ``None``: the log bucket uses SSE-S3, so grants need no key permission."""
         return None
 
@@ -364,14 +361,15 @@ class ImportedModelBucket(_S3Bucket):
     Made by :meth:`ModelBucket.from_bucket_name`. Implements :class:`lepton_cdk.core.IBucket`.
     """
 
-    def __init__(self, scope: Construct, id: str, *, bucket_name: str, key_arn: str | None = None) -> None:
+    @renamed_props(key_arn="kms_key_id")
+    def __init__(self, scope: Construct, id: str, *, bucket_name: str, kms_key_id: str | None = None) -> None:
         super().__init__(scope, id)
         checks = PropChecks(self.node.path)
         if checks.known(bucket_name):
             checks.add(*_bucket_name_problems(bucket_name))
         checks.raise_if_any()
         self._bucket_name = bucket_name
-        self._key_arn = key_arn
+        self._kms_key_id = kms_key_id
         self._partition: Any = None
         self._region: Any = None
 
@@ -400,9 +398,9 @@ class ImportedModelBucket(_S3Bucket):
         return self._region.name
 
     @property
-    def key_arn(self) -> str | None:
+    def kms_key_id(self) -> str | None:
         """The KMS key ARN given to :meth:`ModelBucket.from_bucket_name`, or ``None``."""
-        return self._key_arn
+        return self._kms_key_id
 
     @property
     def object_dependencies(self) -> list:
@@ -417,20 +415,21 @@ class ModelBucket(_DeclaredS3Bucket):
     """
 
     @classmethod
-    def from_bucket_name(cls, scope: Construct, id: str, bucket_name: str, *, key_arn: str | None = None) -> ImportedModelBucket:
+    @renamed_props(key_arn="kms_key_id")
+    def from_bucket_name(cls, scope: Construct, id: str, bucket_name: str, *, kms_key_id: str | None = None) -> ImportedModelBucket:
         """Name a bucket that already exists, to upload artifacts into it and grant on it.
 
         Declares no bucket, key or policy: the bucket's settings stay whatever
         they are. The bucket is assumed to be in the provider's region.
 
         :param bucket_name: the existing bucket's name.
-        :param key_arn: the ARN of the KMS key that encrypts the bucket.
+        :param kms_key_id: the ARN of the KMS key that encrypts the bucket.
             Default: none known; ``grant_read`` / ``grant_write`` then grant S3
             permissions only (a grantee of an SSE-KMS bucket also needs the
             key, which you must then grant yourself), and uploads rely on the
             bucket's default encryption.
         """
-        return ImportedModelBucket(scope, id, bucket_name=bucket_name, key_arn=key_arn)
+        return ImportedModelBucket(scope, id, bucket_name=bucket_name, kms_key_id=kms_key_id)
 
     def __init__(
         self,
@@ -445,7 +444,7 @@ class ModelBucket(_DeclaredS3Bucket):
         abort_incomplete_upload_days: int = DEFAULT_ABORT_INCOMPLETE_UPLOAD_DAYS,
         noncurrent_version_expiration_days: int | None = DEFAULT_NONCURRENT_VERSION_EXPIRATION_DAYS,
         access_logging: bool = True,
-        access_log_bucket: IBucket | None = None,
+        access_log_bucket: IAwsBucket | None = None,
         access_log_retention_days: int = DEFAULT_ACCESS_LOG_RETENTION_DAYS,
     ) -> None:
         """Create the bucket, its KMS key, its guard rails, lifecycle rules and access logging.
@@ -489,6 +488,7 @@ class ModelBucket(_DeclaredS3Bucket):
             access_logging=access_logging,
             access_log_bucket=access_log_bucket,
             access_log_retention_days=access_log_retention_days,
+            cloud="aws",
         )
         checks.raise_if_any()
 
@@ -513,24 +513,8 @@ class ModelBucket(_DeclaredS3Bucket):
             lifecycle=lifecycle,
         )
         bucket_id = self.resource.id
-        self.versioning = aws.s3_bucket_versioning.S3BucketVersioningA(
-            self, "Versioning",
-            bucket=bucket_id,
-            versioning_configuration=aws.s3_bucket_versioning.S3BucketVersioningVersioningConfiguration(
-                status="Enabled" if versioned else "Suspended",
-            ),
-        )
-        sse = aws.s3_bucket_server_side_encryption_configuration
-        self.encryption = sse.S3BucketServerSideEncryptionConfigurationA(
-            self, "Encryption",
-            bucket=bucket_id,
-            rule=[sse.S3BucketServerSideEncryptionConfigurationRuleA(
-                apply_server_side_encryption_by_default=sse.S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
-                    sse_algorithm="aws:kms", kms_master_key_id=self.encryption_key.arn,
-                ),
-                bucket_key_enabled=True,
-            )],
-        )
+        self._version_and_encrypt(bucket_id, versioned=versioned, sse_algorithm="aws:kms", kms_master_key_id=self.encryption_key.arn,
+                                  bucket_key_enabled=True)
         self._block_public_access(bucket_id)
         self.policy = None
         if enforce_tls:
@@ -551,7 +535,7 @@ class ModelBucket(_DeclaredS3Bucket):
             depends_on=[self.versioning],
         )
 
-        self.access_log_bucket: IBucket | None = None
+        self.access_log_bucket: IAwsBucket | None = None
         self.logging = None
         if access_logging:
             if access_log_bucket is None:
@@ -564,11 +548,11 @@ class ModelBucket(_DeclaredS3Bucket):
                 target_bucket=access_log_bucket.bucket_name,
                 target_prefix=f"{self.bucket_name}/",
                 # S3 checks the log bucket's policy when logging is turned on.
-                depends_on=list(getattr(access_log_bucket, "object_dependencies", [])) or None,
+                depends_on=list(access_log_bucket.object_dependencies) or None,
             )
 
     @property
-    def key_arn(self) -> str:
+    def kms_key_id(self) -> str:
         """The ARN of the KMS key that encrypts every object."""
         return self.encryption_key.arn
 
@@ -600,8 +584,12 @@ class ModelArtifacts(ModelArtifactsBase):
             content_type=artifact.media_type,
             metadata={"sha256": artifact.sha256, "crc32c": artifact.crc32c},
             # Without a known key (an imported bucket), the bucket's default encryption applies.
-            server_side_encryption=None if self.bucket.key_arn is None else "aws:kms",
-            kms_key_id=self.bucket.key_arn,
-            bucket_key_enabled=None if self.bucket.key_arn is None else True,
+            server_side_encryption=None if self.bucket.kms_key_id is None else "aws:kms",
+            kms_key_id=self.bucket.kms_key_id,
+            bucket_key_enabled=None if self.bucket.kms_key_id is None else True,
             depends_on=self.bucket.object_dependencies or None,
         )
+
+
+# The buckets above upload into this class, defined after them because it takes them.
+_S3Bucket.artifacts_class = ModelArtifacts

@@ -1,5 +1,9 @@
 """GPU nodes in an auto scaling group that fetch a model version and verify it at boot.
 
+The mirror image of :mod:`lepton_cdk.gcp.gpu_nodes`: the same public names (``docs/vocabulary.md``),
+this cloud's resources. What repeats between the two modules is kept on purpose (aws/ and gcp/
+never import each other); logic that is truly shared lives in ``lepton_cdk.core``.
+
 Default settings:
 - ``g5.xlarge`` (1 NVIDIA A10G, 24 GiB), one node (min = desired = max = 1).
 - Image: the AWS Deep Learning Base OSS NVIDIA Driver GPU AMI (Ubuntu
@@ -28,7 +32,9 @@ Default settings:
 - On-demand capacity; ``spot=True`` asks for one-time Spot instances
   (terminated on interruption; the group launches replacements), up to the
   on-demand price.
-- Health checks: EC2 status, 300 s grace period. Behind a load balancer
+- Health checks: EC2 status, 900 s grace period (the first boot pulls the
+  multi-GB Triton image; the same default as GCP's auto-healing delay, from
+  :mod:`lepton_cdk.core.gpu_nodes`). Behind a load balancer
   (``attach_to_target_group``, which :class:`~lepton_cdk.aws.ModelServing`
   calls) the group switches to ELB health checks, so a node whose server
   stops answering ``/v2/health/ready`` is terminated and replaced after the
@@ -42,9 +48,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Protocol
 
 from lepton_cdk.core.framework import Construct, Fn, aws, literal_with_references
+from lepton_cdk.core.gpu_nodes import DEFAULT_DISK_SIZE_GIB, DEFAULT_HEALTH_CHECK_GRACE_PERIOD_SEC
+from lepton_cdk.core.interfaces import IHasArn, IHasId
+from lepton_cdk.core.renames import renamed_props
 from lepton_cdk.core.startup_script import TritonLaunch, render_fetch_and_verify_script
 from lepton_cdk.core.validation import PropChecks
 
@@ -64,26 +72,13 @@ GROUP_METRICS = ("GroupInServiceInstances", "GroupDesiredCapacity", "GroupMinSiz
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 
 
-class IHasId(Protocol):
-    """A subnet or security group object: a ``Subnet``/``DataAwsSubnet`` resource or anything with ``.id``."""
-
-    @property
-    def id(self) -> str: ...
-
-
-class IHasArn(Protocol):
-    """A resource with an ``.arn`` (an ``LbTargetGroup``)."""
-
-    @property
-    def arn(self) -> str: ...
-
-
 class GpuNodeGroup(Construct):
     """An auto scaling group of GPU instances that fetch and verify a model at boot.
 
     Implements :class:`lepton_cdk.core.IGpuNodeGroup`.
     """
 
+    @renamed_props(image_id="image", desired_capacity="node_count", root_volume_size_gib="disk_size_gib")
     def __init__(
         self,
         scope: Construct,
@@ -91,15 +86,15 @@ class GpuNodeGroup(Construct):
         *,
         model: ModelArtifacts,
         instance_type: str = DEFAULT_INSTANCE_TYPE,
-        image_id: str | None = None,
+        image: str | None = None,
         min_size: int = 1,
         max_size: int = 1,
-        desired_capacity: int | None = None,
-        root_volume_size_gib: int = 100,
+        node_count: int | None = None,
+        disk_size_gib: int = DEFAULT_DISK_SIZE_GIB,
         root_device_name: str = "/dev/sda1",
         subnets: Sequence[IHasId] | None = None,
         security_groups: Sequence[IHasId] | None = None,
-        health_check_grace_period_sec: int = 300,
+        health_check_grace_period_sec: int = DEFAULT_HEALTH_CHECK_GRACE_PERIOD_SEC,
         capacity_timeout_min: int = 10,
         spot: bool = False,
     ) -> None:
@@ -107,19 +102,21 @@ class GpuNodeGroup(Construct):
 
         :param model: the model version the nodes fetch; they are granted read access to its prefix only.
         :param instance_type: an NVIDIA GPU instance type. Default: ``g5.xlarge``.
-        :param image_id: the AMI. Default: the latest Deep Learning Base OSS
+        :param image: the AMI id. Default: the latest Deep Learning Base OSS
             NVIDIA Driver GPU AMI (Ubuntu 22.04) from its public SSM parameter.
-        :param min_size: fewest nodes. Default: 1.
-        :param max_size: most nodes. Default: 1.
-        :param desired_capacity: nodes to run now. Default: ``min_size``.
-        :param root_volume_size_gib: root volume size (encrypted gp3). Default: 100 GiB.
+        :param min_size: fewest nodes (the auto scaling group's bound). Default: 1.
+        :param max_size: most nodes (the auto scaling group's bound). Default: 1.
+        :param node_count: nodes to run now (the group's desired capacity). Default: ``min_size``.
+        :param disk_size_gib: root volume size (encrypted gp3). Default: 100 GiB.
         :param root_device_name: the AMI's root device. Default: ``/dev/sda1`` (Ubuntu AMIs; Amazon Linux uses ``/dev/xvda``).
         :param subnets: where nodes run (``Subnet`` or ``DataAwsSubnet`` objects).
             Default: a new :class:`PrivateNetwork`.
         :param security_groups: security groups for the nodes (needs ``subnets``).
             Default: a new group with no ingress and HTTPS-only egress.
-        :param health_check_grace_period_sec: seconds after launch before EC2
-            health checks count. Default: 300.
+        :param health_check_grace_period_sec: seconds after launch before a
+            failing health check (EC2, or the load balancer's once attached)
+            replaces a node (0-7200). Default: 900, as on GCP: boot, the model
+            download and verification and the Triton image pull must fit.
         :param capacity_timeout_min: minutes ``terraform apply`` waits for the
             nodes to be in service (0: do not wait). Default: 10.
         :param spot: run on Spot capacity (one-time requests, terminated on
@@ -128,7 +125,7 @@ class GpuNodeGroup(Construct):
             A10G; ``g5.12xlarge``: 4).
         """
         super().__init__(scope, id)
-        desired = min_size if desired_capacity is None else desired_capacity
+        desired = min_size if node_count is None else node_count
         checks = PropChecks(self.node.path)
         if checks.known(instance_type):
             family = instance_type.split(".")[0]
@@ -137,16 +134,16 @@ class GpuNodeGroup(Construct):
                 f"instance_type={instance_type!r} is not an NVIDIA GPU instance type; use one of the "
                 f"{', '.join(sorted(GPU_INSTANCE_FAMILIES))} families, e.g. {DEFAULT_INSTANCE_TYPE!r}",
             )
-        if image_id is not None and checks.known(image_id):
-            checks.require(bool(_AMI_ID.match(image_id)), f"image_id={image_id!r} is not an AMI id; pass one like 'ami-0123456789abcdef0' or leave it unset for the Deep Learning AMI")
+        if image is not None and checks.known(image):
+            checks.require(bool(_AMI_ID.match(image)), f"image={image!r} is not an AMI id; pass one like 'ami-0123456789abcdef0' or leave it unset for the Deep Learning AMI")
         checks.int_range("min_size", min_size, minimum=0)
         checks.int_range("max_size", max_size, minimum=1)
-        checks.int_range("desired_capacity", desired, minimum=0)
+        checks.int_range("node_count", desired, minimum=0)
         if checks.known(min_size, max_size, desired) and all(isinstance(v, int) for v in (min_size, max_size, desired)):
             checks.require(min_size <= max_size, f"min_size={min_size} is above max_size={max_size}; raise max_size or lower min_size")
             checks.require(min_size <= desired <= max_size,
-                           f"desired_capacity={desired} must lie between min_size={min_size} and max_size={max_size}; change one of them")
-        checks.int_range("root_volume_size_gib", root_volume_size_gib, minimum=8, maximum=16384, fix="gp3 volumes hold 8 GiB to 16 TiB here")
+                           f"node_count={desired} must lie between min_size={min_size} and max_size={max_size}; change one of them")
+        checks.int_range("disk_size_gib", disk_size_gib, minimum=8, maximum=16384, fix="gp3 volumes hold 8 GiB to 16 TiB here")
         checks.int_range("health_check_grace_period_sec", health_check_grace_period_sec, minimum=0, maximum=7200)
         checks.int_range("capacity_timeout_min", capacity_timeout_min, minimum=0, maximum=60)
         if security_groups is not None and subnets is None:
@@ -167,6 +164,8 @@ class GpuNodeGroup(Construct):
         self.subnet_ids: list[str] = subnet_ids
         self.vpc_id: str = self.network.vpc_id if self.network else subnets[0].vpc_id
         self.spot = spot
+        self.node_count = desired
+        self.health_check_grace_period_sec = health_check_grace_period_sec
 
         if security_groups is None:
             vpc_id = self.network.vpc_id if self.network else subnets[0].vpc_id
@@ -195,9 +194,9 @@ class GpuNodeGroup(Construct):
         )
         self.grant = model.grant_read(self)
 
-        if image_id is None:
+        if image is None:
             self.image_parameter = aws.data_aws_ssm_parameter.DataAwsSsmParameter(self, "Image", name=DEEP_LEARNING_AMI_PARAMETER)
-            image_id = self.image_parameter.insecure_value
+            image = self.image_parameter.insecure_value
         self.startup_script = render_fetch_and_verify_script(
             model_name=model.manifest.model_name,
             model_version=model.manifest.model_version,
@@ -212,7 +211,7 @@ class GpuNodeGroup(Construct):
             self, "LaunchTemplate",
             name_prefix="lepton-gpu-",
             description="lepton-cdk GPU node",
-            image_id=image_id,
+            image_id=image,
             instance_type=instance_type,
             update_default_version=True,
             iam_instance_profile=lt.LaunchTemplateIamInstanceProfile(arn=self.instance_profile.arn),
@@ -222,7 +221,7 @@ class GpuNodeGroup(Construct):
             block_device_mappings=[lt.LaunchTemplateBlockDeviceMappings(
                 device_name=root_device_name,
                 ebs=lt.LaunchTemplateBlockDeviceMappingsEbs(
-                    volume_size=root_volume_size_gib, volume_type="gp3", encrypted="true", delete_on_termination="true",
+                    volume_size=disk_size_gib, volume_type="gp3", encrypted="true", delete_on_termination="true",
                 ),
             )],
             network_interfaces=[lt.LaunchTemplateNetworkInterfaces(
@@ -301,4 +300,4 @@ class GpuNodeGroup(Construct):
         return self._model
 
 
-__all__ = ["DEEP_LEARNING_AMI_PARAMETER", "DEFAULT_INSTANCE_TYPE", "GPU_INSTANCE_FAMILIES", "GROUP_METRICS", "GpuNodeGroup", "IHasId"]
+__all__ = ["DEEP_LEARNING_AMI_PARAMETER", "DEFAULT_INSTANCE_TYPE", "GPU_INSTANCE_FAMILIES", "GROUP_METRICS", "GpuNodeGroup", "IHasArn", "IHasId"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lepton_cdk.core.framework import Construct, aws
+from lepton_cdk.core.interfaces import IAwsPrincipal, IGrantable, grant_principal_of
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class PolicyStatement:
 def policy_document(statements: Sequence[PolicyStatement]) -> str:
     """A policy document as a JSON string (tokens inside resolve at synth)."""
     return json.dumps({"Version": "2012-10-17", "Statement": [s.to_json() for s in statements]}, separators=(",", ":"))
+
+
+def iam_principal(method: str, grantee: IGrantable) -> IAwsPrincipal:
+    """``grantee``'s IAM ``grant_principal``; ``TypeError`` naming ``method`` when it has none (e.g. a GCP service account)."""
+    return grant_principal_of(method, grantee, IAwsPrincipal, "an IAM grant_principal (a GpuNodeGroup or ServiceRole of lepton_cdk.aws)")
 
 
 class ServiceRole(Construct):

@@ -12,7 +12,7 @@ Default settings:
   policy and key must admit ``cloudwatch.amazonaws.com`` and
   ``events.amazonaws.com``).
 - Every alarm notifies on ALARM and again on OK, evaluates 1-minute
-  periods and fires after 5 consecutive breaching minutes.
+  periods and fires after 5 consecutive breaching minutes (``alarm_window_min``).
 - Node group: ``NodesBelowDesired`` fires while in-service nodes are fewer
   than desired (the group's 1-minute ``GroupInServiceInstances`` /
   ``GroupDesiredCapacity`` metrics; a node that never becomes healthy
@@ -25,8 +25,8 @@ Default settings:
 - SageMaker serving (:class:`~lepton_cdk.aws.ManagedModelServing`):
   ``EndpointErrors`` on ``Invocation5XXErrors`` (5 a minute) and
   ``EndpointLatency`` on p99 ``ModelLatency`` (1000 ms) of the variant.
-- Transfer (anything with ``transfer_id``, the DataSync task ARN, e.g. a
-  ``DataTransferJob``): an EventBridge rule (``"TransferFailed"``) matching
+- Transfer (an :class:`~lepton_cdk.core.IDataTransferJob` whose
+  ``transfer_id`` is the DataSync task ARN: a ``DataTransferJob``): an EventBridge rule (``"TransferFailed"``) matching
   the task's executions entering ``ERROR`` sends the event to the topic.
   DataSync publishes no failure metric, so this is an event, not an alarm.
 - Missing data is "not breaching" for the traffic alarms (no requests is
@@ -37,23 +37,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, aws
-from lepton_cdk.core.interfaces import IDataTransferJob
+from lepton_cdk.core.interfaces import IDataTransferJob, IHasArn
+from lepton_cdk.core.monitoring import DEFAULT_ALARM_WINDOW_MIN, check_monitoring_props
+from lepton_cdk.core.renames import renamed_props
 from lepton_cdk.core.validation import PropChecks
 
-from .gpu_nodes import GpuNodeGroup, IHasArn
+from .gpu_nodes import GpuNodeGroup
 from .serving import ManagedModelServing, ModelServing
-
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class Monitoring(Construct):
     """Alarms and events for a node group, its serving and a transfer job, sent to one SNS topic."""
 
+    @renamed_props(evaluation_periods_min="alarm_window_min", retain_key_on_destroy="retain_on_destroy")
     def __init__(
         self,
         scope: Construct,
@@ -66,49 +66,41 @@ class Monitoring(Construct):
         notification_emails: Sequence[str] = (),
         error_threshold_per_min: int = 5,
         latency_threshold_ms: int = 1000,
-        evaluation_periods_min: int = 5,
-        retain_key_on_destroy: bool = True,
+        alarm_window_min: int = DEFAULT_ALARM_WINDOW_MIN,
+        retain_on_destroy: bool = True,
     ) -> None:
         """Create the topic (unless given), alarms and transfer rule.
 
         :param node_group: the GPU nodes to watch. Default: the node group of
             ``serving`` when it is a :class:`ModelServing`; none otherwise.
         :param serving: the load balancer or SageMaker serving to watch. Default: none.
-        :param transfer_job: a transfer whose ``transfer_id`` is a DataSync task ARN. Default: none.
+        :param transfer_job: a transfer whose ``transfer_id`` is a DataSync task ARN (a ``DataTransferJob``). Default: none.
         :param topic: an SNS topic (anything with ``.arn``) to notify. Default: a new KMS-encrypted topic.
         :param notification_emails: addresses subscribed to the topic. Default: none.
         :param error_threshold_per_min: 5xx answers a minute that count as breaching. Default: 5.
         :param latency_threshold_ms: p99 latency that counts as breaching. Default: 1000 ms.
-        :param evaluation_periods_min: consecutive breaching minutes before an alarm fires (1-60). Default: 5.
-        :param retain_key_on_destroy: ``prevent_destroy`` on the new topic's KMS key. Default: retained.
+        :param alarm_window_min: consecutive breaching minutes before an alarm fires (1-60). Default: 5.
+        :param retain_on_destroy: ``prevent_destroy`` on the new topic's KMS key. Default: retained.
         """
         super().__init__(scope, id)
         if node_group is None and isinstance(serving, ModelServing):
             node_group = serving.node_group
         checks = PropChecks(self.node.path)
-        checks.require(node_group is not None or serving is not None or transfer_job is not None,
-                       "nothing to watch; pass node_group, serving or transfer_job")
         if serving is not None:
             checks.require(isinstance(serving, ModelServing | ManagedModelServing),
                            f"serving={type(serving).__name__} is not a ModelServing or ManagedModelServing")
-        if transfer_job is not None:
-            checks.require(isinstance(getattr(transfer_job, "transfer_id", None), str),
-                           f"transfer_job={type(transfer_job).__name__} has no transfer_id; pass a DataTransferJob or anything with the task ARN as transfer_id")
-        for email in notification_emails:
-            if checks.known(email):
-                checks.require(bool(_EMAIL.match(email)), f"notification_emails contains {email!r}, which is not an e-mail address")
-        checks.int_range("error_threshold_per_min", error_threshold_per_min, minimum=1)
-        checks.int_range("latency_threshold_ms", latency_threshold_ms, minimum=1, maximum=3_600_000)
-        checks.int_range("evaluation_periods_min", evaluation_periods_min, minimum=1, maximum=60)
+        check_monitoring_props(checks, node_group=node_group, serving=serving, transfer_job=transfer_job,
+                               notification_emails=notification_emails, error_threshold_per_min=error_threshold_per_min,
+                               latency_threshold_ms=latency_threshold_ms, alarm_window_min=alarm_window_min)
         checks.raise_if_any()
 
-        self._evaluation_periods = evaluation_periods_min
+        self._evaluation_periods = alarm_window_min
         self._suffix = hashlib.sha256(self.node.path.encode()).hexdigest()[:8]
         self.alarms: dict[str, Any] = {}
         self.topic_key = None
         self.topic_policy = None
         if topic is None:
-            self._create_topic(retain_key_on_destroy)
+            self._create_topic(retain_on_destroy)
             self.topic_arn = self.topic.arn
         else:
             self.topic = topic
@@ -130,7 +122,7 @@ class Monitoring(Construct):
 
     # -- notification target ---------------------------------------------------------------------------------------
 
-    def _create_topic(self, retain_key_on_destroy: bool) -> None:
+    def _create_topic(self, retain_on_destroy: bool) -> None:
         self.account = aws.data_aws_caller_identity.DataAwsCallerIdentity(self, "Account")
         self.partition = aws.data_aws_partition.DataAwsPartition(self, "Partition")
         root = f"arn:{self.partition.partition}:iam::{self.account.account_id}:root"
@@ -149,7 +141,7 @@ class Monitoring(Construct):
             enable_key_rotation=True,
             deletion_window_in_days=30,
             policy=json.dumps(key_policy, separators=(",", ":")),
-            lifecycle=TerraformResourceLifecycle(prevent_destroy=True) if retain_key_on_destroy else None,
+            lifecycle=TerraformResourceLifecycle(prevent_destroy=True) if retain_on_destroy else None,
         )
         self.topic = aws.sns_topic.SnsTopic(self, "Topic", name_prefix="lepton-alarms-", kms_master_key_id=self.topic_key.arn)
         publish = {"StringEquals": {"aws:SourceAccount": self.account.account_id}}

@@ -13,16 +13,16 @@ Default settings:
 
 from __future__ import annotations
 
-import ipaddress
-
 from lepton_cdk.core.framework import Construct, Fn, aws
 from lepton_cdk.core.validation import PropChecks
 
+DEFAULT_CIDR_BLOCK = "10.42.0.0/16"
+
 
 class PrivateNetwork(Construct):
-    """A VPC with private subnets only and an S3 gateway endpoint."""
+    """A VPC with private subnets only and an S3 gateway endpoint (the GCP mirror image: :class:`lepton_cdk.gcp.PrivateNetwork`)."""
 
-    def __init__(self, scope: Construct, id: str, *, cidr_block: str = "10.42.0.0/16", availability_zone_count: int = 2) -> None:
+    def __init__(self, scope: Construct, id: str, *, cidr_block: str = DEFAULT_CIDR_BLOCK, availability_zone_count: int = 2) -> None:
         """Create the VPC, its subnets, route table and S3 endpoint.
 
         :param cidr_block: the VPC's IPv4 range, /16 to /24. Default:
@@ -33,16 +33,7 @@ class PrivateNetwork(Construct):
         """
         super().__init__(scope, id)
         checks = PropChecks(self.node.path)
-        network = None
-        if checks.known(cidr_block):
-            try:
-                network = ipaddress.ip_network(cidr_block, strict=True)
-            except ValueError:
-                checks.add(f"cidr_block={cidr_block!r} is not an IPv4 network in CIDR form; use e.g. '10.42.0.0/16'")
-            else:
-                checks.require(network.version == 4 and 16 <= network.prefixlen <= 24,
-                               f"cidr_block={cidr_block!r} must be an IPv4 range from /16 to /24; use e.g. '10.42.0.0/16'")
-                checks.require(network.is_private, f"cidr_block={cidr_block!r} is not a private range; use one inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16")
+        checks.private_ipv4_range("cidr_block", cidr_block, largest=16, smallest=24, example=DEFAULT_CIDR_BLOCK)
         checks.int_range("availability_zone_count", availability_zone_count, minimum=1, maximum=4)
         checks.raise_if_any()
 

@@ -57,12 +57,12 @@ from typing import Protocol
 
 from lepton_cdk.contract.serving import TRITON_HTTP_PORT, TRITON_READY_PATH
 from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, aws
-from lepton_cdk.core.interfaces import Grant, IGrantable
+from lepton_cdk.core.interfaces import Grant, IGrantable, IHasArn, IHasId
 from lepton_cdk.core.validation import PropChecks
 
 from .bucket import ModelArtifacts
-from .gpu_nodes import GpuNodeGroup, IHasArn, IHasId
-from .iam import PolicyStatement, ServiceRole
+from .gpu_nodes import GpuNodeGroup
+from .iam import PolicyStatement, ServiceRole, iam_principal
 
 SERVING_PORT = TRITON_HTTP_PORT  # where the nodes' Triton answers
 HEALTH_CHECK_PATH = TRITON_READY_PATH
@@ -80,11 +80,11 @@ _ML_INSTANCE = re.compile(r"^ml\.([a-z0-9-]+)\.([a-z0-9]+)$")
 _ECR_IMAGE = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([a-z0-9._/-]+)(?::[\w.-]+|@sha256:[0-9a-f]{64})$")
 
 
-class IHasKeyArn(Protocol):
-    """A KMS key holder: a :class:`~lepton_cdk.aws.ModelBucket` (its ``key_arn``) or anything with ``key_arn``."""
+class IHasKmsKey(Protocol):
+    """A KMS key holder: a :class:`~lepton_cdk.aws.ModelBucket` (its ``kms_key_id``, a key ARN) or anything with ``kms_key_id``."""
 
     @property
-    def key_arn(self) -> str | None: ...
+    def kms_key_id(self) -> str | None: ...
 
 
 def _cidr_problems(prop: str, cidrs: Sequence[str]) -> list[str]:
@@ -272,7 +272,7 @@ class ManagedModelServing(Construct):
         image_uri: str | None = None,
         triton_image_tag: str = DEFAULT_TRITON_IMAGE_TAG,
         environment: Mapping[str, str] | None = None,
-        volume_key: IHasKeyArn | None = None,
+        volume_key: IHasKmsKey | None = None,
         network_isolation: bool = True,
         variant_name: str = "primary",
         subnets: Sequence[IHasId] | None = None,
@@ -290,7 +290,7 @@ class ManagedModelServing(Construct):
             with the Triton image, ``SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`` set to
             the manifest's model name (Triton serves that model); none otherwise.
         :param volume_key: the KMS key for the instances' storage volumes
-            (anything with ``key_arn``). Default: the model bucket's key; unused
+            (anything with ``kms_key_id``). Default: the model bucket's key; unused
             on instance types with local NVMe storage.
         :param network_isolation: cut the container off from the network.
             Default: on (Triton needs no network; SageMaker still downloads the model).
@@ -319,10 +319,10 @@ class ManagedModelServing(Construct):
         elif subnets is not None and security_groups is not None:
             checks.require(len(subnets) > 0 and len(security_groups) > 0, "subnets and security_groups must each hold at least one entry")
         needs_key = family is not None and family not in NVME_INSTANCE_FAMILIES
-        key_arn = (volume_key or model.bucket).key_arn if needs_key else None
+        key_arn = (volume_key or model.bucket).kms_key_id if needs_key else None
         if needs_key and key_arn is None:
             checks.add(f"instance_type={instance_type!r} has EBS volumes and the model bucket has no known KMS key; pass volume_key= "
-                       "(a ModelBucket or anything with key_arn)")
+                       "(a ModelBucket or anything with kms_key_id)")
         checks.raise_if_any()
 
         self._model = model
@@ -425,14 +425,12 @@ class ManagedModelServing(Construct):
 
     def grant_invoke(self, grantee: IGrantable) -> Grant:
         """Let ``grantee`` (anything with an IAM ``grant_principal``) call ``sagemaker:InvokeEndpoint`` on this endpoint only."""
-        principal = getattr(grantee, "grant_principal", None)
-        if principal is None or not hasattr(principal, "add_to_principal_policy"):
-            raise TypeError(f"grant_invoke needs a grantee with an IAM grant_principal (a ServiceRole), got {type(grantee).__name__}")
+        principal = iam_principal("grant_invoke", grantee)
         principal.add_to_principal_policy(PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[self.resource.arn]))
         return Grant(grantee=principal.node.path, actions=("sagemaker:InvokeEndpoint",), resources=(self.resource.arn,))
 
 
 __all__ = [
     "DEFAULT_SAGEMAKER_INSTANCE_TYPE", "DEFAULT_TRITON_IMAGE_TAG", "HEALTH_CHECK_PATH", "NVME_INSTANCE_FAMILIES", "SERVING_PORT",
-    "IHasKeyArn", "ManagedModelServing", "ModelServing",
+    "IHasKmsKey", "ManagedModelServing", "ModelServing",
 ]

@@ -1,5 +1,9 @@
 """An AWS DataSync task that copies a Cloud Storage bucket (the source cloud) into an S3 bucket.
 
+The mirror image of :mod:`lepton_cdk.gcp.transfer`: the same public names (``docs/vocabulary.md``),
+this cloud's resources. What repeats between the two modules is kept on purpose (aws/ and gcp/
+never import each other); logic that is truly shared lives in ``lepton_cdk.core``.
+
 Default settings (``DataTransferJob``):
 - Source: an object storage location (child ``"Source"``) for
   ``storage.googleapis.com`` over HTTPS (port 443), Cloud Storage's
@@ -45,10 +49,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from lepton_cdk.core.framework import Construct, Fn, TerraformResourceLifecycle, Token, aws
-from lepton_cdk.core.interfaces import IBucket
+from lepton_cdk.core.interfaces import IAwsBucket, is_bucket_of
 from lepton_cdk.core.transfer import TransferSchedule, check_transfer_props
 from lepton_cdk.core.validation import PropChecks
 
@@ -86,7 +89,7 @@ class DataTransferJob(Construct):
         source_bucket_name: str,
         hmac_secret_id: str,
         agent_arns: Sequence[str],
-        destination: IBucket,
+        destination: IAwsBucket,
         mode: str = "incremental",
         source_prefix: str = "",
         destination_prefix: str = "",
@@ -150,7 +153,7 @@ class DataTransferJob(Construct):
             bad = [a for a in agent_arns if checks.known(a) and not (isinstance(a, str) and _AGENT_ARN.match(a))]
             checks.require(not bad, f"agent_arns {bad!r} are not DataSync agent ARNs; use "
                                     "arn:aws:datasync:<region>:<account>:agent/agent-<17 characters>")
-        if not hasattr(destination, "bucket_arn"):
+        if not is_bucket_of(destination, "aws"):
             checks.add(f"destination={type(destination).__name__} is not an S3 bucket; pass a lepton_cdk.aws.ModelBucket "
                        "or ModelBucket.from_bucket_name(...)")
         checks.require(verify_mode in VERIFY_MODES,
@@ -269,7 +272,7 @@ class DataTransferJob(Construct):
             policy_document=json.dumps(policy, separators=(",", ":")),
         )
 
-    def _grant_destination(self, destination: Any, prefix: str, delete: bool) -> None:
+    def _grant_destination(self, destination: IAwsBucket, prefix: str, delete: bool) -> None:
         role = self.bucket_access_role
         destination.grant_write(role, key_prefix=prefix)  # PutObject, AbortMultipartUpload (+ the bucket key via S3)
         objects = destination.arn_for_objects(f"{prefix}*")

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The report itself belongs to the contract (``lepton review`` reads it); these are the same objects, under the names
+# this package has always exported them by.
+from lepton_cdk.contract.policy_report import POLICY_REPORT_FILENAME as REPORT_FILENAME
+from lepton_cdk.contract.policy_report import POLICY_REPORT_SCHEMA_VERSION as REPORT_SCHEMA_VERSION
+from lepton_cdk.contract.policy_report import Finding
+from lepton_cdk.contract.policy_report import policy_report_doc as report_doc
+from lepton_cdk.contract.policy_report import write_policy_report as write_report
+
 from .engine import (
     MIN_REASON_CHARS,
-    REPORT_FILENAME,
-    REPORT_SCHEMA_VERSION,
     SUPPRESSION_METADATA,
-    Finding,
     PolicyError,
     PolicyViolationError,
     SuppressionError,
     check_reason,
     evaluate,
     raise_on_errors,
-    report_doc,
-    write_report,
 )
 from .rules import COMPLIANT, LEPTON_CORE, NON_COMPLIANT, NOT_APPLICABLE, RULES, Compliance, Pack, Resource, Rule, StackView
 

@@ -30,10 +30,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from lepton_cdk.contract.policy_report import POLICY_REPORT_FILENAME, Finding, write_policy_report
 from lepton_cdk.core.framework import Annotations, App, Aspects, IAspect, IConstruct, TerraformStack, implements
 
-from .engine import REPORT_FILENAME as _REPORT
-from .engine import SUPPRESSION_METADATA, Finding, PolicyViolationError, check_reason, evaluate, raise_on_errors, write_report
+from .engine import SUPPRESSION_METADATA, PolicyViolationError, check_reason, evaluate, raise_on_errors
 from .rules import LEPTON_CORE, Pack
 
 _lock = threading.Lock()
@@ -117,7 +117,7 @@ class PolicyChecks:
             if not failing:
                 raise
             outdir = _outdir(app)
-            raise PolicyViolationError(failing, Path(outdir) / _REPORT if outdir else None) from exc
+            raise PolicyViolationError(failing, Path(outdir) / POLICY_REPORT_FILENAME if outdir else None) from exc
         return PolicyChecks.check(app)
 
     @staticmethod
@@ -125,7 +125,7 @@ class PolicyChecks:
         """The app's findings; raises :class:`~lepton_cdk.checks.PolicyViolationError` on an unsuppressed error."""
         found = PolicyChecks.findings(app)
         outdir = _outdir(app)
-        raise_on_errors(found, Path(outdir) / _REPORT if outdir else None)
+        raise_on_errors(found, Path(outdir) / POLICY_REPORT_FILENAME if outdir else None)
         return found
 
     # -- IAspect ---------------------------------------------------------------------------------------------
@@ -164,4 +164,4 @@ class PolicyChecks:
             per_stack = _REPORTS.setdefault(outdir, {})
             per_stack[stack.node.id] = found
             everything = [f for name in _stack_names(stack) for f in per_stack.get(name, [])]
-            write_report(outdir, everything)
+            write_policy_report(outdir, everything)

@@ -1,18 +1,19 @@
-"""Run a pack over a synthesized stack; findings, the report file, the errors. Standard library only."""
+"""Run a pack over a synthesized stack; findings and the errors. Standard library only.
+
+The report file (its name, schema, levels and :class:`Finding`) belongs to
+:mod:`lepton_cdk.contract.policy_report`, which ``lepton review`` reads through too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lepton_cdk.contract import write_json_atomic
+from lepton_cdk.contract.policy_report import Finding
 
 from .rules import NON_COMPLIANT, RULES, Pack, Resource, StackView
 
-REPORT_FILENAME = "lepton-policy-report.json"
-REPORT_SCHEMA_VERSION = "1.0.0"
 MIN_REASON_CHARS = 10
 SUPPRESSION_METADATA = "lepton:policy-suppression"
 """Construct metadata type of a suppression; data: ``{"rule": "LEP-S3-1", "reason": "..."}``."""
@@ -56,26 +57,6 @@ def check_reason(rule_id: str, reason: Any) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One non-compliant resource, as written to the report."""
-
-    stack: str
-    rule: str
-    level: str
-    resource: str  # construct path
-    message: str
-    suppressed: bool = False
-    reason: str = ""
-    address: str = ""  # Terraform address, type.name
-    detail: str = ""
-
-    @property
-    def failing(self) -> bool:
-        """An unsuppressed error: fails synth."""
-        return self.level == "error" and not self.suppressed
-
-
 def evaluate(doc: Mapping[str, Any], *, stack: str, pack: Pack,
              suppressions: Callable[[str], Mapping[str, str]] = lambda _path: {}) -> list[Finding]:
     """Every non-compliant (resource, rule) of ``pack`` in one stack's resolved Terraform JSON.
@@ -98,18 +79,6 @@ def evaluate(doc: Mapping[str, Any], *, stack: str, pack: Pack,
                 message = f"[{rule.id}] {rule.name}: {(detail or rule.explanation).rstrip('.')}. Fix: {rule.fix}."
                 findings.append(Finding(stack, rule.id, rule.level, path, message, bool(reason), reason, resource.address, detail))
     return findings
-
-
-def report_doc(findings: Iterable[Finding]) -> dict:
-    """The report as written: ``{"schema_version", "findings": [...]}``."""
-    return {"schema_version": REPORT_SCHEMA_VERSION, "findings": [asdict(f) for f in findings]}
-
-
-def write_report(outdir: str | Path, findings: Iterable[Finding]) -> Path:
-    """Write ``<outdir>/lepton-policy-report.json`` atomically; returns its path."""
-    path = Path(outdir) / REPORT_FILENAME
-    write_json_atomic(report_doc(findings), path)
-    return path
 
 
 def raise_on_errors(findings: Iterable[Finding], report: Path | None = None) -> None:

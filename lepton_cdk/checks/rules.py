@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-LEVELS = ("error", "warning")
+from lepton_cdk.contract.policy_report import FINDING_LEVELS
 
 
 class Compliance(enum.Enum):
@@ -84,8 +84,8 @@ class Rule:
     check: Callable[[Resource], RuleResult]
 
     def __post_init__(self) -> None:
-        if self.level not in LEVELS:
-            raise ValueError(f"rule {self.id}: level {self.level!r} is not one of {', '.join(LEVELS)}")
+        if self.level not in FINDING_LEVELS:
+            raise ValueError(f"rule {self.id}: level {self.level!r} is not one of {', '.join(FINDING_LEVELS)}")
 
     def evaluate(self, resource: Resource) -> tuple[Compliance, str]:
         """The rule's answer and its detail ('' when the rule gave none)."""

@@ -14,7 +14,7 @@ import typer
 
 from lepton_cdk import __version__
 
-from . import data, demo, manifest, pipeline, review, serving, target
+from . import cutover, data, demo, init, manifest, pipeline, review, serving, target
 
 app = typer.Typer(
     name="lepton",
@@ -46,11 +46,13 @@ def _root(
 
 # In this order, so `lepton --help` lists demo first.
 app.command("demo")(demo.demo)
+app.command("init")(init.init)
 app.add_typer(manifest.app, name="manifest")
 app.command("review")(review.review)
 app.add_typer(target.app, name="target")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(data.app, name="data")
+app.add_typer(cutover.app, name="cutover")
 serving.register(app)
 
 
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit status."""
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     try:
-        app(args=argv, prog_name="lepton", standalone_mode=False)
+        # without standalone mode click hands back typer.Exit's code instead of raising it
+        status = app(args=argv, prog_name="lepton", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -86,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted; nothing was half-written (outputs are swapped in only when complete)", err=True)
         return 130
-    return 0
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0

@@ -6,11 +6,28 @@ bindings) is reached through :mod:`lepton_cdk.core.framework`.
 """
 
 from .errors import ConstructValidationError
-from .interfaces import Grant, IBucket, IDataTransferJob, IGpuNodeGroup, IGrantable, IModelArtifacts, IModelServing, ModelObject
+from .interfaces import (
+    Grant,
+    IAwsBucket,
+    IAwsPrincipal,
+    IBucket,
+    IDataTransferJob,
+    IGcpPrincipal,
+    IGcsBucket,
+    IGpuNodeGroup,
+    IGrantable,
+    IHasArn,
+    IHasId,
+    IModelArtifacts,
+    IModelServing,
+    ModelObject,
+    is_bucket_of,
+)
 from .transfer import MODES as TRANSFER_MODES
 from .transfer import TransferSchedule
 
 __all__ = [
-    "TRANSFER_MODES", "ConstructValidationError", "Grant", "IBucket", "IDataTransferJob", "IGpuNodeGroup", "IGrantable", "IModelArtifacts",
-    "IModelServing", "ModelObject", "TransferSchedule",
+    "TRANSFER_MODES", "ConstructValidationError", "Grant", "IAwsBucket", "IAwsPrincipal", "IBucket", "IDataTransferJob", "IGcpPrincipal",
+    "IGcsBucket", "IGpuNodeGroup", "IGrantable", "IHasArn", "IHasId", "IModelArtifacts", "IModelServing", "ModelObject",
+    "TransferSchedule", "is_bucket_of",
 ]

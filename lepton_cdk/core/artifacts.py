@@ -1,14 +1,15 @@
 """What the AWS and GCP ``ModelArtifacts`` constructs share: verify the manifest,
 check the layout, stage every artifact as a cdktf asset and describe the
-stored objects. Each cloud declares only its own object resource.
+stored objects. Each cloud declares only its own object resource. Also what
+both clouds' buckets share to get there: object URIs and ``upload_artifacts``.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
-from lepton_cdk.contract import Artifact, Manifest
+from lepton_cdk.contract import Artifact, Manifest, read_manifest
 
 from .framework import AssetType, Construct, TerraformAsset
 from .interfaces import Grant, IBucket, IGrantable, ModelObject
@@ -85,3 +86,31 @@ class ModelArtifactsBase(Construct):
     def grant_read(self, grantee: IGrantable) -> Grant:
         """Let ``grantee`` read this version's objects (and nothing else in the bucket)."""
         return self._bucket.grant_read(grantee, key_prefix=self._key_prefix)
+
+
+class ArtifactUploads:
+    """Mixed into both clouds' bucket constructs: object URIs and :meth:`upload_artifacts`.
+
+    A bucket class sets ``url_scheme`` (``"s3"`` / ``"gs"``) and
+    ``artifacts_class`` (its cloud's ``ModelArtifacts``) and provides ``bucket_name``.
+    """
+
+    url_scheme: ClassVar[str]
+    artifacts_class: ClassVar[type[ModelArtifactsBase]]
+    bucket_name: str
+
+    def url_for_object(self, key: str = "") -> str:
+        """``s3://<bucket>/<key>`` on AWS, ``gs://<bucket>/<key>`` on GCP."""
+        return f"{self.url_scheme}://{self.bucket_name}/{key}"
+
+    def upload_artifacts(self, manifest: Manifest | str | os.PathLike[str], *, key_prefix: str | None = None) -> ModelArtifactsBase:
+        """Upload a manifest's artifacts into this bucket (child ``"Artifacts-<model name>"``).
+
+        :param manifest: a :class:`~lepton_cdk.contract.Manifest` read from
+            disk, or the path of ``manifest.json`` (or its folder).
+        :param key_prefix: where the objects go. Default: ``models/<name>/<version>/``.
+        """
+        # ModelArtifacts re-hashes every artifact; here only the model name is needed.
+        loaded = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, verify=False)
+        return self.artifacts_class(self, f"Artifacts-{loaded.model_name}", bucket=self, manifest=loaded,  # type: ignore[arg-type]
+                                    key_prefix=key_prefix)

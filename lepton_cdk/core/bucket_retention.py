@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .interfaces import BUCKET_KINDS, is_bucket_of
 from .validation import PropChecks
 
 DEFAULT_ABORT_INCOMPLETE_UPLOAD_DAYS = 7
@@ -28,8 +29,9 @@ def check_retention_props(
     access_logging: bool,
     access_log_bucket: Any,
     access_log_retention_days: int,
+    cloud: str,
 ) -> None:
-    """Record every problem with the lifecycle and access-log props in ``checks``."""
+    """Record every problem with the lifecycle and access-log props of a ``cloud`` bucket in ``checks``."""
     checks.int_range("abort_incomplete_upload_days", abort_incomplete_upload_days, minimum=1, maximum=_MAX_DAYS,
                      fix="an unfinished upload is aborted that many days after it started")
     if noncurrent_version_expiration_days is not None:
@@ -40,6 +42,6 @@ def check_retention_props(
     checks.require(access_logging or access_log_bucket is None,
                    "access_log_bucket is given but access_logging=False; drop one of them")
     if access_log_bucket is not None:
-        checks.require(hasattr(access_log_bucket, "bucket_name"),
-                       f"access_log_bucket={type(access_log_bucket).__name__} is not a bucket; pass an IBucket "
-                       "(an AccessLogBucket, or ModelBucket.from_bucket_name(...))")
+        checks.require(is_bucket_of(access_log_bucket, cloud),
+                       f"access_log_bucket={type(access_log_bucket).__name__} is not {BUCKET_KINDS[cloud]}; pass a "
+                       f"lepton_cdk.{cloud}.AccessLogBucket, or lepton_cdk.{cloud}.ModelBucket.from_bucket_name(...)")

@@ -1,14 +1,22 @@
-"""Cloud-neutral contracts the AWS and GCP constructs both satisfy.
+"""Cloud-neutral contracts the AWS and GCP constructs both satisfy, and the cloud-specific ones they add.
 
 They are :class:`typing.Protocol` classes, so a construct conforms by shape,
 and code written against them (patterns, the review tool) works on either
-cloud. Standard library only.
+cloud. Every one is ``runtime_checkable``: constructs check what they are
+given with ``isinstance`` against these, never by guessing from attribute
+names. Which cloud a bucket belongs to is stated by its ``cloud`` member
+(:func:`is_bucket_of`), not inferred from the attributes it happens to have.
+Standard library only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+CLOUDS = ("aws", "gcp")
+BUCKET_KINDS = {"aws": "an S3 bucket", "gcp": "a Cloud Storage bucket"}
+"""What each cloud's bucket is called, for messages."""
 
 
 @runtime_checkable
@@ -22,6 +30,67 @@ class IGrantable(Protocol):
     @property
     def grant_principal(self) -> Any:
         """The identity that grants are given to."""
+        ...
+
+
+@runtime_checkable
+class IAwsPrincipal(Protocol):
+    """An IAM identity whose policy grows with each grant (:class:`lepton_cdk.aws.ServiceRole`)."""
+
+    @property
+    def node(self) -> Any:
+        """The construct node (a grant records its path)."""
+        ...
+
+    def add_to_principal_policy(self, statement: Any) -> None:
+        """Add one IAM policy statement to the identity's policy."""
+        ...
+
+
+@runtime_checkable
+class IGcpPrincipal(Protocol):
+    """A Google identity that IAM bindings name (:class:`lepton_cdk.gcp.ServiceAccount`)."""
+
+    @property
+    def node(self) -> Any:
+        """The construct node (bindings are created under it)."""
+        ...
+
+    @property
+    def member(self) -> str:
+        """``serviceAccount:<email>``, the form IAM bindings take."""
+        ...
+
+
+def grant_principal_of(method: str, grantee: object, principal_type: Any, needs: str) -> Any:
+    """``grantee.grant_principal`` when it is a ``principal_type`` (an :class:`IAwsPrincipal` or :class:`IGcpPrincipal`).
+
+    Otherwise ``TypeError("<method> needs a grantee with <needs>, got <type>")``:
+    a grant cannot be given to the other cloud's identity, or to something with none.
+    """
+    principal = grantee.grant_principal if isinstance(grantee, IGrantable) else None
+    if not isinstance(principal, principal_type):
+        raise TypeError(f"{method} needs a grantee with {needs}, got {type(grantee).__name__}")
+    return principal
+
+
+@runtime_checkable
+class IHasId(Protocol):
+    """A resource passed by reference: a subnet, security group, SSL certificate, notification channel ... (its ``.id``)."""
+
+    @property
+    def id(self) -> str:
+        """The resource's id (a token until apply)."""
+        ...
+
+
+@runtime_checkable
+class IHasArn(Protocol):
+    """An AWS resource passed by reference: a target group, ACM certificate, SNS topic ... (its ``.arn``)."""
+
+    @property
+    def arn(self) -> str:
+        """The resource's ARN (a token until apply)."""
         ...
 
 
@@ -52,6 +121,11 @@ class IBucket(Protocol):
     """An object store bucket that holds model artifacts."""
 
     @property
+    def cloud(self) -> str:
+        """``"aws"`` (an S3 bucket) or ``"gcp"`` (a Cloud Storage bucket): whose constructs can use it."""
+        ...
+
+    @property
     def bucket_name(self) -> str:
         """The bucket's name (a token until apply when Terraform names it)."""
         ...
@@ -67,6 +141,65 @@ class IBucket(Protocol):
     def grant_write(self, grantee: IGrantable, *, key_prefix: str = "") -> Grant:
         """Let ``grantee`` write objects under ``key_prefix`` (and encrypt them)."""
         ...
+
+    def upload_artifacts(self, manifest: Any, *, key_prefix: str | None = None) -> IModelArtifacts:
+        """Upload a manifest's artifacts into this bucket."""
+        ...
+
+
+@runtime_checkable
+class IAwsBucket(IBucket, Protocol):
+    """An S3 bucket: what ``lepton_cdk.aws`` constructs need beyond :class:`IBucket` (``cloud == "aws"``)."""
+
+    @property
+    def bucket_arn(self) -> str:
+        """The bucket's ARN."""
+        ...
+
+    @property
+    def bucket_region(self) -> str:
+        """The region the bucket lives in."""
+        ...
+
+    @property
+    def kms_key_id(self) -> str | None:
+        """The ARN of the KMS key encrypting the bucket; ``None`` when none is known (grants then add no key permission)."""
+        ...
+
+    @property
+    def object_dependencies(self) -> list:
+        """Resources that must exist before an object is written into the bucket."""
+        ...
+
+    def arn_for_objects(self, key_pattern: str) -> str:
+        """The ARN of the objects matching ``key_pattern``."""
+        ...
+
+
+@runtime_checkable
+class IGcsBucket(IBucket, Protocol):
+    """A Cloud Storage bucket: what ``lepton_cdk.gcp`` constructs need beyond :class:`IBucket` (``cloud == "gcp"``)."""
+
+    @property
+    def kms_key_id(self) -> str | None:
+        """The Cloud KMS key encrypting the bucket, when known."""
+        ...
+
+    @property
+    def object_kms_key_id(self) -> str | None:
+        """The key uploads name explicitly; ``None`` when the bucket's default encryption applies."""
+        ...
+
+
+def is_bucket_of(value: object, cloud: str) -> bool:
+    """True when ``value`` is an :class:`IBucket` whose ``cloud`` is ``cloud`` (``"aws"`` or ``"gcp"``).
+
+    Only :class:`IBucket` is checked with ``isinstance``, not :class:`IAwsBucket`:
+    on Python 3.11 ``isinstance`` against a Protocol reads every property it
+    names, and an imported S3 bucket's ``bucket_arn`` declares a data source
+    the first time it is read, which a type check must not do.
+    """
+    return isinstance(value, IBucket) and value.cloud == cloud
 
 
 @runtime_checkable

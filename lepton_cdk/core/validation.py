@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from .errors import ConstructValidationError
@@ -45,6 +46,19 @@ class PropChecks:
             bounds = f"between {minimum} and {maximum}" if minimum is not None and maximum is not None else (
                 f"at least {minimum}" if minimum is not None else f"at most {maximum}")
             self._problems.append(f"{prop}={value} must be {bounds}{'; ' + fix if fix else ''}")
+
+    def private_ipv4_range(self, prop: str, value: str, *, largest: int, smallest: int, example: str) -> None:
+        """Check that ``value`` is a private IPv4 range in CIDR form, from ``/largest`` to ``/smallest``."""
+        if not self.known(value):
+            return
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except (TypeError, ValueError):
+            self._problems.append(f"{prop}={value!r} is not an IPv4 network in CIDR form; use e.g. {example!r}")
+            return
+        if not (network.version == 4 and largest <= network.prefixlen <= smallest and network.is_private):
+            self._problems.append(f"{prop}={value!r} must be a private IPv4 range from /{largest} to /{smallest} (inside 10.0.0.0/8, "
+                                  f"172.16.0.0/12 or 192.168.0.0/16); use e.g. {example!r}")
 
     def raise_if_any(self) -> None:
         """Raise one :class:`ConstructValidationError` listing every problem recorded."""

@@ -1,5 +1,9 @@
 """A Cloud Storage bucket for model artifacts, and the artifacts of one model version in it.
 
+The mirror image of :mod:`lepton_cdk.aws.bucket`: the same public names (``docs/vocabulary.md``),
+this cloud's resources. What repeats between the two modules is kept on purpose (aws/ and gcp/
+never import each other); logic that is truly shared lives in ``lepton_cdk.core``.
+
 Default settings (``ModelBucket``):
 - Encryption at rest with a customer-managed Cloud KMS key (CMEK): a key
   ring (child ``"KeyRing"``) and a crypto key (``"Key"``) rotated every 90
@@ -40,7 +44,7 @@ Default settings (``ModelBucket.from_bucket_name``):
 - Declares no bucket resources: it only names a bucket you already own, so
   you can upload artifacts into it and grant on it. Grants are the same as
   on a ``ModelBucket`` (GCP needs no key grant for CMEK); with
-  ``kms_key_name`` uploads name that key explicitly.
+  ``kms_key_id`` uploads name that key explicitly.
 
 Default settings (``ModelArtifacts``):
 - The manifest's artifacts are re-hashed before anything is declared.
@@ -53,12 +57,11 @@ Default settings (``ModelArtifacts``):
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
-from lepton_cdk.contract import Artifact, Manifest, read_manifest
-from lepton_cdk.core.artifacts import ModelArtifactsBase
+from lepton_cdk.contract import Artifact
+from lepton_cdk.core.artifacts import ArtifactUploads, ModelArtifactsBase
 from lepton_cdk.core.bucket_retention import (
     ACCESS_LOG_NONCURRENT_DAYS,
     DEFAULT_ABORT_INCOMPLETE_UPLOAD_DAYS,
@@ -68,12 +71,12 @@ from lepton_cdk.core.bucket_retention import (
 )
 from lepton_cdk.core.errors import ConstructValidationError
 from lepton_cdk.core.framework import Construct, Fn, TerraformResourceLifecycle, google
-from lepton_cdk.core.interfaces import Grant, IBucket, IGrantable, ModelObject
-from lepton_cdk.core.model_layout import (
-    key_prefix_problems,
-)
+from lepton_cdk.core.interfaces import Grant, IGcsBucket, IGrantable, ModelObject
+from lepton_cdk.core.model_layout import key_prefix_problems
+from lepton_cdk.core.renames import RenamedAttribute, renamed_props
 from lepton_cdk.core.validation import PropChecks
 
+from .iam import member_principal
 from .naming import stable_suffix
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
@@ -110,29 +113,29 @@ def _lifecycle_rules(*, abort_incomplete_upload_days: int, age_days: int | None 
     return rules
 
 
-class _GcsBucket(Construct):
-    """What every bucket here offers: object URIs, grants and artifact uploads.
+class _GcsBucket(ArtifactUploads, Construct):
+    """What every bucket here offers: object URIs, grants and artifact uploads (an :class:`~lepton_cdk.core.interfaces.IGcsBucket`).
 
-    Subclasses provide ``bucket_name`` and ``object_kms_key_name`` (the key
-    uploads name explicitly, or ``None`` for the bucket's default).
+    Subclasses provide ``bucket_name``, ``kms_key_id`` (the Cloud KMS key
+    encrypting the bucket, when known) and ``object_kms_key_id`` (the key
+    uploads name explicitly, or ``None`` for the bucket's default). The AWS
+    mirror image is ``lepton_cdk.aws.bucket``: the same public names, each
+    cloud's own resources.
     """
 
+    cloud = "gcp"
+    url_scheme = "gs"
+
     bucket_name: str
-    object_kms_key_name: str | None
+    kms_key_id: str | None
+    object_kms_key_id: str | None
 
     def __init__(self, scope: Construct, id: str) -> None:
         super().__init__(scope, id)
         self._grant_counts: dict[str, int] = {}  # per kind, so a second grant to one principal gets a distinct id
 
-    def url_for_object(self, key: str = "") -> str:
-        """``gs://<bucket>/<key>``."""
-        return f"gs://{self.bucket_name}/{key}"
-
     def _grant(self, method: str, kind: str, role: str, permissions: tuple[str, ...], grantee: IGrantable, key_prefix: str) -> Grant:
-        principal = getattr(grantee, "grant_principal", None)
-        if principal is None or not hasattr(principal, "member"):
-            raise TypeError(f"{method} needs a grantee with a service account grant_principal (a GpuNodeGroup or ServiceAccount), "
-                            f"got {type(grantee).__name__}")
+        principal = member_principal(method, grantee)
         problems = key_prefix_problems("key_prefix", key_prefix) if key_prefix else []
         if problems:
             raise ConstructValidationError(self.node.path, problems)
@@ -174,17 +177,6 @@ class _GcsBucket(Construct):
         """
         return self._grant("grant_write", "Write", "roles/storage.objectCreator", ("storage.objects.create",), grantee, key_prefix)
 
-    def upload_artifacts(self, manifest: Manifest | str | os.PathLike[str], *, key_prefix: str | None = None) -> ModelArtifacts:
-        """Upload a manifest's artifacts into this bucket (child ``"Artifacts-<model name>"``).
-
-        :param manifest: a :class:`~lepton_cdk.contract.Manifest` read from
-            disk, or the path of ``manifest.json`` (or its folder).
-        :param key_prefix: where the objects go. Default: ``models/<name>/<version>/``.
-        """
-        # ModelArtifacts re-hashes every artifact; here only the model name is needed.
-        loaded = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, verify=False)
-        return ModelArtifacts(self, f"Artifacts-{loaded.model_name}", bucket=self, manifest=loaded, key_prefix=key_prefix)
-
 
 class AccessLogBucket(_GcsBucket):
     """A private Cloud Storage bucket that receives usage logs (see the module docstring).
@@ -193,6 +185,7 @@ class AccessLogBucket(_GcsBucket):
     keep their logs in one place. Implements :class:`lepton_cdk.core.IBucket`.
     """
 
+    @renamed_props(kms_key_name="kms_key_id")
     def __init__(
         self,
         scope: Construct,
@@ -201,7 +194,7 @@ class AccessLogBucket(_GcsBucket):
         location: str | None = None,
         retention_days: int = DEFAULT_ACCESS_LOG_RETENTION_DAYS,
         retain_on_destroy: bool = True,
-        kms_key_name: str | None = None,
+        kms_key_id: str | None = None,
         depends_on: list | None = None,
     ) -> None:
         """Create the log bucket and Cloud Storage's permission to write logs into it.
@@ -210,9 +203,9 @@ class AccessLogBucket(_GcsBucket):
         :param retention_days: days a log object is kept. Default: 365.
         :param retain_on_destroy: refuse to destroy the bucket. Default:
             retained (``prevent_destroy``); ``False`` makes it ``force_destroy``.
-        :param kms_key_name: a Cloud KMS key the Cloud Storage service agent
+        :param kms_key_id: a Cloud KMS key the Cloud Storage service agent
             may already use. Default: Google-managed encryption.
-        :param depends_on: resources to create first (the key grant, with ``kms_key_name``).
+        :param depends_on: resources to create first (the key grant, with ``kms_key_id``).
         """
         super().__init__(scope, id)
         checks = PropChecks(self.node.path)
@@ -220,6 +213,7 @@ class AccessLogBucket(_GcsBucket):
                          fix="logs are deleted that many days after they are written")
         checks.raise_if_any()
 
+        self._kms_key_id = kms_key_id
         self.client = google.data_google_client_config.DataGoogleClientConfig(self, "Client")
         sb = google.storage_bucket
         self.resource = sb.StorageBucket(
@@ -229,7 +223,7 @@ class AccessLogBucket(_GcsBucket):
             uniform_bucket_level_access=True,
             public_access_prevention="enforced",
             versioning=sb.StorageBucketVersioning(enabled=True),
-            encryption=sb.StorageBucketEncryption(default_kms_key_name=kms_key_name) if kms_key_name else None,
+            encryption=sb.StorageBucketEncryption(default_kms_key_name=kms_key_id) if kms_key_id else None,
             lifecycle_rule=_lifecycle_rules(abort_incomplete_upload_days=DEFAULT_ABORT_INCOMPLETE_UPLOAD_DAYS, age_days=retention_days,
                                             noncurrent_version_expiration_days=ACCESS_LOG_NONCURRENT_DAYS),
             force_destroy=not retain_on_destroy,
@@ -250,7 +244,12 @@ class AccessLogBucket(_GcsBucket):
         return self.resource.name
 
     @property
-    def object_kms_key_name(self) -> None:
+    def kms_key_id(self) -> str | None:
+        """The Cloud KMS key given as ``kms_key_id``, or ``None`` (Google-managed encryption)."""
+        return self._kms_key_id
+
+    @property
+    def object_kms_key_id(self) -> None:
         """Always ``None``: objects use the bucket's default encryption."""
         return None
 
@@ -261,14 +260,15 @@ class ImportedModelBucket(_GcsBucket):
     Made by :meth:`ModelBucket.from_bucket_name`. Implements :class:`lepton_cdk.core.IBucket`.
     """
 
-    def __init__(self, scope: Construct, id: str, *, bucket_name: str, kms_key_name: str | None = None) -> None:
+    @renamed_props(kms_key_name="kms_key_id")
+    def __init__(self, scope: Construct, id: str, *, bucket_name: str, kms_key_id: str | None = None) -> None:
         super().__init__(scope, id)
         checks = PropChecks(self.node.path)
         if checks.known(bucket_name):
             checks.add(*_bucket_name_problems(bucket_name))
         checks.raise_if_any()
         self._bucket_name = bucket_name
-        self._kms_key_name = kms_key_name
+        self._kms_key_id = kms_key_id
 
     @property
     def bucket_name(self) -> str:
@@ -276,9 +276,14 @@ class ImportedModelBucket(_GcsBucket):
         return self._bucket_name
 
     @property
-    def object_kms_key_name(self) -> str | None:
+    def kms_key_id(self) -> str | None:
         """The Cloud KMS key given to :meth:`ModelBucket.from_bucket_name`, or ``None``."""
-        return self._kms_key_name
+        return self._kms_key_id
+
+    @property
+    def object_kms_key_id(self) -> str | None:
+        """The same key: uploads name it explicitly, since this stack cannot see the bucket's default."""
+        return self._kms_key_id
 
 
 class ModelBucket(_GcsBucket):
@@ -287,22 +292,25 @@ class ModelBucket(_GcsBucket):
     Implements :class:`lepton_cdk.core.IBucket`.
     """
 
+    key_id = RenamedAttribute("kms_key_id")
+
     @classmethod
-    def from_bucket_name(cls, scope: Construct, id: str, bucket_name: str, *, kms_key_name: str | None = None) -> ImportedModelBucket:
+    @renamed_props(kms_key_name="kms_key_id")
+    def from_bucket_name(cls, scope: Construct, id: str, bucket_name: str, *, kms_key_id: str | None = None) -> ImportedModelBucket:
         """Name a bucket that already exists, to upload artifacts into it and grant on it.
 
         Declares no bucket, key or binding: the bucket's settings stay
         whatever they are.
 
         :param bucket_name: the existing bucket's name.
-        :param kms_key_name: the Cloud KMS key (``projects/.../cryptoKeys/...``)
+        :param kms_key_id: the Cloud KMS key (``projects/.../cryptoKeys/...``)
             uploads are encrypted with; the project's Cloud Storage service
             agent must already be allowed to use it. Default: uploads use the
             bucket's default encryption. Grants never need a key permission on
             GCP (the service agent encrypts and decrypts), so they are the same
             either way.
         """
-        return ImportedModelBucket(scope, id, bucket_name=bucket_name, kms_key_name=kms_key_name)
+        return ImportedModelBucket(scope, id, bucket_name=bucket_name, kms_key_id=kms_key_id)
 
     def __init__(
         self,
@@ -318,7 +326,7 @@ class ModelBucket(_GcsBucket):
         abort_incomplete_upload_days: int = DEFAULT_ABORT_INCOMPLETE_UPLOAD_DAYS,
         noncurrent_version_expiration_days: int | None = DEFAULT_NONCURRENT_VERSION_EXPIRATION_DAYS,
         access_logging: bool = True,
-        access_log_bucket: IBucket | None = None,
+        access_log_bucket: IGcsBucket | None = None,
         access_log_retention_days: int = DEFAULT_ACCESS_LOG_RETENTION_DAYS,
     ) -> None:
         """Create the bucket, its KMS key ring and key, the service agent's access to the key, and its log bucket.
@@ -366,6 +374,7 @@ class ModelBucket(_GcsBucket):
             access_logging=access_logging,
             access_log_bucket=access_log_bucket,
             access_log_retention_days=access_log_retention_days,
+            cloud="gcp",
         )
         checks.raise_if_any()
 
@@ -394,11 +403,11 @@ class ModelBucket(_GcsBucket):
             member=f"serviceAccount:{self.storage_agent.email_address}",
         )
         name = bucket_name or f"{self.client.project}-models-{suffix}"
-        self.access_log_bucket: IBucket | None = None
+        self.access_log_bucket: IGcsBucket | None = None
         if access_logging and access_log_bucket is None:
             access_log_bucket = AccessLogBucket(
                 self, "AccessLogs", location=bucket_location, retention_days=access_log_retention_days,
-                retain_on_destroy=retain_on_destroy, kms_key_name=self.encryption_key.id, depends_on=[self.key_access],
+                retain_on_destroy=retain_on_destroy, kms_key_id=self.encryption_key.id, depends_on=[self.key_access],
             )
         if access_logging:
             self.access_log_bucket = access_log_bucket
@@ -433,12 +442,12 @@ class ModelBucket(_GcsBucket):
         return self.resource.url
 
     @property
-    def key_id(self) -> str:
+    def kms_key_id(self) -> str:
         """The crypto key's id (``projects/.../cryptoKeys/model-artifacts``)."""
         return self.encryption_key.id
 
     @property
-    def object_kms_key_name(self) -> None:
+    def object_kms_key_id(self) -> None:
         """``None``: objects use the bucket's default key."""
         return None
 
@@ -463,8 +472,12 @@ class ModelArtifacts(ModelArtifactsBase):
             self, id,
             bucket=self.bucket.bucket_name,
             name=obj.key,
-            kms_key_name=self.bucket.object_kms_key_name,
+            kms_key_name=self.bucket.object_kms_key_id,
             source=source,
             content_type=artifact.media_type,
             metadata={"sha256": artifact.sha256, "crc32c": artifact.crc32c},
         )
+
+
+# The buckets above upload into this class, defined after them because it takes them.
+_GcsBucket.artifacts_class = ModelArtifacts

@@ -1,11 +1,15 @@
 """GPU nodes in a regional managed instance group that fetch a model version and verify it at boot.
 
+The mirror image of :mod:`lepton_cdk.aws.gpu_nodes`: the same public names (``docs/vocabulary.md``),
+this cloud's resources. What repeats between the two modules is kept on purpose (aws/ and gcp/
+never import each other); logic that is truly shared lives in ``lepton_cdk.core``.
+
 Default settings:
 - ``g2-standard-4`` with one NVIDIA L4 (24 GB): the current-generation
   inference GPU with the widest regional availability and the lowest price
   per GB of GPU memory; ``n1-standard-8`` with ``nvidia-tesla-t4`` is the
-  budget alternative (pass ``machine_type`` and the accelerator follows).
-  One node (``target_size=1``), spread over the region's zones.
+  budget alternative (pass ``instance_type`` and the accelerator follows).
+  One node (``node_count=1``), spread over the region's zones.
 - Image: Canonical's Ubuntu 22.04 accelerator image family
   (``ubuntu-os-accelerator-images``, ``ubuntu-accelerator-2204-amd64-with-nvidia-550``),
   whose NVIDIA driver is signed, so it loads with Secure Boot on; it ships
@@ -33,18 +37,21 @@ Default settings:
   checkers (``35.191.0.0/16``, ``130.211.0.0/22``) to that port on these
   nodes only (network tag ``lepton-gpu-<8 hex>``), and an auto-healing
   policy on the group that recreates a node failing it, 900 s after boot at
-  the earliest (``auto_healing_initial_delay_sec``; the first boot pulls the
-  multi-GB Triton image).
+  the earliest (``health_check_grace_period_sec``, the same default as on
+  AWS; the first boot pulls the multi-GB Triton image).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from lepton_cdk.contract.serving import TRITON_HTTP_PORT, TRITON_READY_PATH
 from lepton_cdk.core.framework import Construct, TerraformResourceLifecycle, google
+from lepton_cdk.core.gpu_nodes import DEFAULT_DISK_SIZE_GIB, DEFAULT_HEALTH_CHECK_GRACE_PERIOD_SEC, DEFAULT_NODE_COUNT
+from lepton_cdk.core.interfaces import IHasId
+from lepton_cdk.core.renames import RenamedAttribute, renamed_props
 from lepton_cdk.core.startup_script import TritonLaunch, render_fetch_and_verify_script
 from lepton_cdk.core.validation import PropChecks
 
@@ -53,8 +60,8 @@ from .iam import ServiceAccount
 from .naming import stable_suffix
 from .network import PrivateNetwork
 
-DEFAULT_MACHINE_TYPE = "g2-standard-4"
-DEFAULT_SOURCE_IMAGE = "projects/ubuntu-os-accelerator-images/global/images/family/ubuntu-accelerator-2204-amd64-with-nvidia-550"
+DEFAULT_INSTANCE_TYPE = "g2-standard-4"
+DEFAULT_IMAGE = "projects/ubuntu-os-accelerator-images/global/images/family/ubuntu-accelerator-2204-amd64-with-nvidia-550"
 N1_ACCELERATORS = frozenset({"nvidia-tesla-t4", "nvidia-tesla-v100", "nvidia-tesla-p4", "nvidia-tesla-p100"})
 _G2_GPUS = {"4": 1, "8": 1, "12": 1, "16": 1, "32": 1, "24": 2, "48": 4, "96": 8}
 _BOOT_DISK_TYPES = frozenset({"pd-balanced", "pd-ssd", "pd-standard", "hyperdisk-balanced"})
@@ -65,9 +72,9 @@ HEALTH_CHECK_PATH = TRITON_READY_PATH
 HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
 
 
-def default_accelerator(machine_type: str) -> tuple[str, int] | None:
+def default_accelerator(instance_type: str) -> tuple[str, int] | None:
     """The GPU (type, count) a machine type comes with or usually takes; None when it takes none."""
-    family, _, rest = machine_type.partition("-")
+    family, _, rest = instance_type.partition("-")
     if family == "g2" and rest.startswith("standard-") and rest.removeprefix("standard-") in _G2_GPUS:
         return "nvidia-l4", _G2_GPUS[rest.removeprefix("standard-")]
     match = re.match(r"^(highgpu|megagpu|ultragpu)-(\d+)g$", rest)
@@ -76,13 +83,6 @@ def default_accelerator(machine_type: str) -> tuple[str, int] | None:
     if family == "n1":
         return "nvidia-tesla-t4", 1
     return None
-
-
-class IHasId(Protocol):
-    """Anything with an ``.id``: a ``ComputeSubnetwork`` (or its data source), an SSL certificate, ..."""
-
-    @property
-    def id(self) -> str: ...
 
 
 def _label(value: str) -> str:
@@ -95,42 +95,47 @@ class GpuNodeGroup(Construct):
     Implements :class:`lepton_cdk.core.IGpuNodeGroup`.
     """
 
+    target_size = RenamedAttribute("node_count")
+    auto_healing_initial_delay_sec = RenamedAttribute("health_check_grace_period_sec")
+
+    @renamed_props(machine_type="instance_type", source_image="image", boot_disk_size_gib="disk_size_gib", target_size="node_count",
+                   auto_healing_initial_delay_sec="health_check_grace_period_sec")
     def __init__(
         self,
         scope: Construct,
         id: str,
         *,
         model: ModelArtifacts,
-        machine_type: str = DEFAULT_MACHINE_TYPE,
+        instance_type: str = DEFAULT_INSTANCE_TYPE,
         accelerator_type: str | None = None,
         accelerator_count: int | None = None,
-        source_image: str = DEFAULT_SOURCE_IMAGE,
-        boot_disk_size_gib: int = 100,
+        image: str = DEFAULT_IMAGE,
+        disk_size_gib: int = DEFAULT_DISK_SIZE_GIB,
         boot_disk_type: str = "pd-balanced",
-        target_size: int = 1,
+        node_count: int = DEFAULT_NODE_COUNT,
         subnetwork: IHasId | None = None,
         zones: Sequence[str] | None = None,
         secure_boot: bool = True,
         service_account_id: str | None = None,
         spot: bool = False,
         auto_healing: bool = False,
-        auto_healing_initial_delay_sec: int = 900,
+        health_check_grace_period_sec: int = DEFAULT_HEALTH_CHECK_GRACE_PERIOD_SEC,
     ) -> None:
         """Create the service account, instance template, group and (if needed) network.
 
         :param model: the model version the nodes fetch; they may read its prefix only.
-        :param machine_type: a GPU machine type (``g2-*``, ``a2-*``) or an
+        :param instance_type: the machine type: a GPU machine type (``g2-*``, ``a2-*``) or an
             ``n1-*`` type to attach GPUs to. Default: ``g2-standard-4``.
         :param accelerator_type: the GPU. Default: the one the machine type
             comes with (``nvidia-l4`` on g2, ``nvidia-tesla-a100`` on a2),
             ``nvidia-tesla-t4`` on n1.
         :param accelerator_count: GPUs per node. Default: the machine type's count (1 on n1).
-        :param source_image: boot image or image family. Default: Ubuntu 22.04
+        :param image: boot image or image family. Default: Ubuntu 22.04
             accelerator image with a signed NVIDIA 550 driver.
-        :param boot_disk_size_gib: boot disk size. Default: 100 GiB.
+        :param disk_size_gib: boot disk size. Default: 100 GiB.
         :param boot_disk_type: ``pd-balanced``, ``pd-ssd``, ``pd-standard`` or
             ``hyperdisk-balanced``. Default: ``pd-balanced``.
-        :param target_size: nodes to run. Default: 1.
+        :param node_count: nodes to run (the group's target size; 0-1000). Default: 1.
         :param subnetwork: where nodes run. Default: a new :class:`PrivateNetwork`.
         :param zones: zones of the region to use. Default: all of the
             region's zones (list the ones that offer your GPU to avoid stockouts).
@@ -142,45 +147,46 @@ class GpuNodeGroup(Construct):
         :param auto_healing: recreate nodes that fail the serving health check,
             even without a load balancer. Default: off until
             :class:`~lepton_cdk.gcp.ModelServing` serves from the nodes, which turns it on.
-        :param auto_healing_initial_delay_sec: seconds after a node boots before
-            the health check may recreate it (boot, model download and
-            verification and the Triton image pull must fit; 0-3600). Default: 900.
+        :param health_check_grace_period_sec: seconds after a node boots before
+            the health check may recreate it (the auto-healing initial delay;
+            boot, model download and verification and the Triton image pull
+            must fit; 0-3600). Default: 900, as on AWS.
         """
         super().__init__(scope, id)
         checks = PropChecks(self.node.path)
-        gpu = default_accelerator(machine_type) if checks.known(machine_type) else None
-        if checks.known(machine_type):
+        gpu = default_accelerator(instance_type) if checks.known(instance_type) else None
+        if checks.known(instance_type):
             checks.require(gpu is not None,
-                           f"machine_type={machine_type!r} cannot carry NVIDIA GPUs; use a g2-standard-*, a2-* or n1-* machine type, e.g. {DEFAULT_MACHINE_TYPE!r}")
+                           f"instance_type={instance_type!r} cannot carry NVIDIA GPUs; use a g2-standard-*, a2-* or n1-* machine type, e.g. {DEFAULT_INSTANCE_TYPE!r}")
         acc_type = accelerator_type or (gpu[0] if gpu else None)
         acc_count = accelerator_count if accelerator_count is not None else (gpu[1] if gpu else 1)
         if gpu is not None and checks.known(acc_type or "", acc_count):
-            if machine_type.startswith("n1-"):
+            if instance_type.startswith("n1-"):
                 checks.require(acc_type in N1_ACCELERATORS,
                                f"accelerator_type={acc_type!r} does not attach to n1 machines; use one of {', '.join(sorted(N1_ACCELERATORS))}")
                 checks.require(acc_count in (1, 2, 4, 8), f"accelerator_count={acc_count} must be 1, 2, 4 or 8 on n1 machines")
             else:
-                checks.require(acc_type == gpu[0], f"accelerator_type={acc_type!r} does not match {machine_type}, which comes with {gpu[0]}; leave it unset")
-                checks.require(acc_count == gpu[1], f"accelerator_count={acc_count} does not match {machine_type}, which has {gpu[1]}; leave it unset")
-        checks.int_range("boot_disk_size_gib", boot_disk_size_gib, minimum=10, maximum=65536)
+                checks.require(acc_type == gpu[0], f"accelerator_type={acc_type!r} does not match {instance_type}, which comes with {gpu[0]}; leave it unset")
+                checks.require(acc_count == gpu[1], f"accelerator_count={acc_count} does not match {instance_type}, which has {gpu[1]}; leave it unset")
+        checks.int_range("disk_size_gib", disk_size_gib, minimum=10, maximum=65536)
         if checks.known(boot_disk_type):
             checks.require(boot_disk_type in _BOOT_DISK_TYPES, f"boot_disk_type={boot_disk_type!r} is not supported; use one of {', '.join(sorted(_BOOT_DISK_TYPES))}")
-        checks.int_range("target_size", target_size, minimum=0, maximum=1000)
+        checks.int_range("node_count", node_count, minimum=0, maximum=1000)
         for zone in zones or ():
             if checks.known(zone):
                 checks.require(bool(_ZONE.match(zone)), f"zones contains {zone!r}, which is not a zone name; use names like 'us-central1-a'")
         if zones is not None:
             checks.require(len(zones) > 0, "zones=[] lists no zone; pass at least one or leave it unset for all of the region's zones")
         checks.require(isinstance(spot, bool), f"spot={spot!r} is not a bool; pass True for Spot VMs or False for standard ones")
-        checks.int_range("auto_healing_initial_delay_sec", auto_healing_initial_delay_sec, minimum=0, maximum=3600)
+        checks.int_range("health_check_grace_period_sec", health_check_grace_period_sec, minimum=0, maximum=3600)
         checks.raise_if_any()
 
         self._model = model
         suffix = stable_suffix(self)
         self._suffix = suffix
         self.spot = spot
-        self.target_size = target_size
-        self.auto_healing_initial_delay_sec = auto_healing_initial_delay_sec
+        self.node_count = node_count
+        self.health_check_grace_period_sec = health_check_grace_period_sec
         self.health_check = None
         self.health_check_firewall = None
         self.service_account = ServiceAccount(self, "ServiceAccount", account_id=service_account_id or f"lepton-gpu-{suffix}",
@@ -216,7 +222,7 @@ class GpuNodeGroup(Construct):
             self, "Template",
             name_prefix="lepton-gpu-",
             description="lepton-cdk GPU node",
-            machine_type=machine_type,
+            machine_type=instance_type,
             guest_accelerator=[t.ComputeInstanceTemplateGuestAccelerator(type=acc_type, count=acc_count)],
             scheduling=t.ComputeInstanceTemplateScheduling(
                 on_host_maintenance="TERMINATE", automatic_restart=not spot, preemptible=spot,
@@ -227,7 +233,7 @@ class GpuNodeGroup(Construct):
                 enable_secure_boot=secure_boot, enable_vtpm=True, enable_integrity_monitoring=True,
             ),
             disk=[t.ComputeInstanceTemplateDisk(
-                boot=True, auto_delete=True, source_image=source_image, disk_size_gb=boot_disk_size_gib, disk_type=boot_disk_type,
+                boot=True, auto_delete=True, source_image=image, disk_size_gb=disk_size_gib, disk_type=boot_disk_type,
             )],
             network_interface=[t.ComputeInstanceTemplateNetworkInterface(subnetwork=subnetwork_id)],
             service_account=t.ComputeInstanceTemplateServiceAccount(
@@ -248,7 +254,7 @@ class GpuNodeGroup(Construct):
             name=f"lepton-gpu-{suffix}",
             base_instance_name="lepton-gpu",
             version=[m.ComputeRegionInstanceGroupManagerVersion(name="primary", instance_template=self.instance_template.self_link_unique)],
-            target_size=target_size,
+            target_size=node_count,
             distribution_policy_zones=list(zones) if zones else None,
             wait_for_instances=False,
         )
@@ -280,24 +286,35 @@ class GpuNodeGroup(Construct):
             http_health_check=hc.ComputeRegionHealthCheckHttpHealthCheck(port=port, request_path=path),
             log_config=hc.ComputeRegionHealthCheckLogConfig(enable=True),
         )
-        fw = google.compute_firewall
-        self.health_check_firewall = fw.ComputeFirewall(
-            self, "HealthCheckFirewall",
-            name=f"lepton-gpu-{self._suffix}-health",
+        self.health_check_firewall = self.allow_ingress(
+            self, "HealthCheckFirewall", name=f"lepton-gpu-{self._suffix}-health",
             description="lepton-cdk: Google health checkers to the GPU nodes' model server",
-            network=self.network_id,
-            direction="INGRESS",
-            source_ranges=list(HEALTH_CHECK_RANGES),
-            target_tags=[self.network_tag],
-            allow=[fw.ComputeFirewallAllow(protocol="tcp", ports=[str(port)])],
+            source_ranges=HEALTH_CHECK_RANGES, port=port,
         )
         self.instance_template.tags = [self.network_tag]
         m = google.compute_region_instance_group_manager
         self.resource.put_named_port([m.ComputeRegionInstanceGroupManagerNamedPort(name="http", port=port)])
         self.resource.put_auto_healing_policies(
-            health_check=self.health_check.id, initial_delay_sec=self.auto_healing_initial_delay_sec,
+            health_check=self.health_check.id, initial_delay_sec=self.health_check_grace_period_sec,
         )
         return self.health_check
+
+    def allow_ingress(self, scope: Construct, id: str, *, name: str, description: str, source_ranges: Sequence[str], port: int) -> Any:
+        """A firewall rule (child ``id`` of ``scope``) admitting ``source_ranges`` to TCP ``port`` on these nodes only.
+
+        The rule targets :attr:`network_tag`, which :meth:`enable_auto_healing` puts on the nodes.
+        """
+        fw = google.compute_firewall
+        return fw.ComputeFirewall(
+            scope, id,
+            name=name,
+            description=description,
+            network=self.network_id,
+            direction="INGRESS",
+            source_ranges=list(source_ranges),
+            target_tags=[self.network_tag],
+            allow=[fw.ComputeFirewallAllow(protocol="tcp", ports=[str(port)])],
+        )
 
     @property
     def grant_principal(self) -> ServiceAccount:

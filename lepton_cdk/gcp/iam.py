@@ -10,11 +10,18 @@ from __future__ import annotations
 import re
 
 from lepton_cdk.core.framework import Construct, google
+from lepton_cdk.core.interfaces import IGcpPrincipal, IGrantable, grant_principal_of
 from lepton_cdk.core.validation import PropChecks
 
 from .naming import stable_suffix
 
 _ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
+
+def member_principal(method: str, grantee: IGrantable) -> IGcpPrincipal:
+    """``grantee``'s service account ``grant_principal``; ``TypeError`` naming ``method`` when it has none (e.g. an IAM role)."""
+    return grant_principal_of(method, grantee, IGcpPrincipal,
+                              "a service account grant_principal (a GpuNodeGroup or ServiceAccount of lepton_cdk.gcp)")
 
 
 class ServiceAccount(Construct):

@@ -6,7 +6,7 @@ Default settings:
   passed in ``notification_channels``; at least one is required, since GCP
   has no default recipient. Incidents also notify when they close.
 - Node group: ``NodesBelowTarget`` opens while the managed instance group
-  holds fewer VMs than ``target_size`` for 5 minutes
+  holds fewer VMs than its ``node_count`` for 5 minutes (``alarm_window_min``)
   (``compute.googleapis.com/instance_group/size``); with auto-healing on, a
   node failing ``/v2/health/ready`` is recreated, which this sees.
 - Load balancer serving (:class:`~lepton_cdk.gcp.ModelServing`):
@@ -15,8 +15,9 @@ Default settings:
   ``ServingLatency`` when the p99 of ``total_latencies`` stays above
   1000 ms for 5 minutes (``loadbalancing.googleapis.com/https/internal/*``
   of the forwarding rule).
-- Transfer (anything with ``transfer_id``, a Storage Transfer Service job
-  name such as ``transferJobs/123``): ``TransferFailed`` opens on any log
+- Transfer (an :class:`~lepton_cdk.core.IDataTransferJob` whose
+  ``transfer_id`` is a Storage Transfer Service job name such as
+  ``transferJobs/123``: a ``DataTransferJob``): ``TransferFailed`` opens on any log
   entry of severity ERROR or worse for that job (Storage Transfer Service
   publishes no failure metric; the job must have logging on), at most one
   notification per 5 minutes, closed after 1 hour without another.
@@ -24,30 +25,30 @@ Default settings:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from lepton_cdk.core.framework import Construct, google
-from lepton_cdk.core.interfaces import IDataTransferJob
+from lepton_cdk.core.interfaces import IDataTransferJob, IHasId
+from lepton_cdk.core.monitoring import DEFAULT_ALARM_WINDOW_MIN, check_monitoring_props
+from lepton_cdk.core.renames import renamed_props
 from lepton_cdk.core.validation import PropChecks
 
 from .gpu_nodes import GpuNodeGroup
 from .serving import ModelServing
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-class INotificationChannel(Protocol):
-    """A ``google_monitoring_notification_channel`` (or anything with its ``.id``, the channel's resource name)."""
-
-    @property
-    def id(self) -> str: ...
+INotificationChannel = IHasId
+"""A ``google_monitoring_notification_channel`` (or anything with its ``.id``, the channel's resource name)."""
 
 
 class Monitoring(Construct):
-    """Alert policies for a node group, its serving and a transfer job, sent to notification channels."""
+    """Alert policies for a node group, its serving and a transfer job, sent to notification channels.
 
+    The AWS mirror image is :class:`lepton_cdk.aws.Monitoring`: the same props
+    where both clouds have the concept (see ``docs/vocabulary.md``).
+    """
+
+    @renamed_props(duration_min="alarm_window_min")
     def __init__(
         self,
         scope: Construct,
@@ -60,39 +61,31 @@ class Monitoring(Construct):
         notification_channels: Sequence[INotificationChannel] = (),
         error_threshold_per_min: int = 5,
         latency_threshold_ms: int = 1000,
-        duration_min: int = 5,
+        alarm_window_min: int = DEFAULT_ALARM_WINDOW_MIN,
     ) -> None:
         """Create the notification channels and alert policies.
 
         :param node_group: the GPU nodes to watch. Default: the node group of ``serving``; none without it.
         :param serving: the load balancer serving to watch. Default: none.
-        :param transfer_job: a transfer whose ``transfer_id`` is a Storage Transfer Service job name. Default: none.
+        :param transfer_job: a transfer whose ``transfer_id`` is a Storage Transfer Service job name (a ``DataTransferJob``). Default: none.
         :param notification_emails: addresses to notify (an e-mail channel each). Default: none.
         :param notification_channels: existing channels to notify. Default: none.
         :param error_threshold_per_min: 5xx answers a minute that count as breaching. Default: 5.
         :param latency_threshold_ms: p99 latency that counts as breaching. Default: 1000 ms.
-        :param duration_min: minutes a condition must hold before an incident opens (1-60). Default: 5.
+        :param alarm_window_min: minutes a condition must hold before an incident opens (1-60). Default: 5.
         """
         super().__init__(scope, id)
         if node_group is None and serving is not None:
             node_group = serving.node_group
         checks = PropChecks(self.node.path)
-        checks.require(node_group is not None or serving is not None or transfer_job is not None,
-                       "nothing to watch; pass node_group, serving or transfer_job")
         checks.require(bool(notification_emails) or bool(notification_channels),
                        "no notification target; pass notification_emails=['oncall@example.com'] or notification_channels")
-        for email in notification_emails:
-            if checks.known(email):
-                checks.require(bool(_EMAIL.match(email)), f"notification_emails contains {email!r}, which is not an e-mail address")
-        if transfer_job is not None:
-            checks.require(isinstance(getattr(transfer_job, "transfer_id", None), str),
-                           f"transfer_job={type(transfer_job).__name__} has no transfer_id; pass a DataTransferJob or anything with the job name as transfer_id")
-        checks.int_range("error_threshold_per_min", error_threshold_per_min, minimum=1)
-        checks.int_range("latency_threshold_ms", latency_threshold_ms, minimum=1, maximum=3_600_000)
-        checks.int_range("duration_min", duration_min, minimum=1, maximum=60)
+        check_monitoring_props(checks, node_group=node_group, serving=serving, transfer_job=transfer_job,
+                               notification_emails=notification_emails, error_threshold_per_min=error_threshold_per_min,
+                               latency_threshold_ms=latency_threshold_ms, alarm_window_min=alarm_window_min)
         checks.raise_if_any()
 
-        self._duration = f"{duration_min * 60}s"
+        self._duration = f"{alarm_window_min * 60}s"
         self.policies: dict[str, Any] = {}
         nc = google.monitoring_notification_channel
         self.channels = [
@@ -107,7 +100,7 @@ class Monitoring(Construct):
             self._policy("NodesBelowTarget", "lepton-cdk: fewer GPU nodes than the target size", threshold=dict(
                 filter=(f'resource.type = "instance_group" AND resource.label.instance_group_name = "{node_group.node_group_name}" '
                         'AND metric.type = "compute.googleapis.com/instance_group/size"'),
-                comparison="COMPARISON_LT", threshold_value=node_group.target_size, aligner="ALIGN_MIN",
+                comparison="COMPARISON_LT", threshold_value=node_group.node_count, aligner="ALIGN_MIN",
             ))
         if serving is not None:
             rule = f'resource.type = "internal_http_lb_rule" AND resource.label.forwarding_rule_name = "{serving.forwarding_rule_name}"'

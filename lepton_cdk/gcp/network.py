@@ -12,32 +12,27 @@ Default settings:
 
 from __future__ import annotations
 
-import ipaddress
-
 from lepton_cdk.core.framework import Construct, google
+from lepton_cdk.core.renames import renamed_props
 from lepton_cdk.core.validation import PropChecks
 
 from .naming import stable_suffix
 
+DEFAULT_CIDR_BLOCK = "10.42.0.0/20"
+
 
 class PrivateNetwork(Construct):
-    """A custom-mode VPC network with one private subnetwork."""
+    """A custom-mode VPC network with one private subnetwork (the AWS mirror image: :class:`lepton_cdk.aws.PrivateNetwork`)."""
 
-    def __init__(self, scope: Construct, id: str, *, ip_cidr_range: str = "10.42.0.0/20") -> None:
+    @renamed_props(ip_cidr_range="cidr_block")
+    def __init__(self, scope: Construct, id: str, *, cidr_block: str = DEFAULT_CIDR_BLOCK) -> None:
         """Create the network and subnetwork.
 
-        :param ip_cidr_range: the subnetwork's private IPv4 range, /8 to /29. Default: ``10.42.0.0/20``.
+        :param cidr_block: the subnetwork's private IPv4 range, /8 to /29. Default: ``10.42.0.0/20``.
         """
         super().__init__(scope, id)
         checks = PropChecks(self.node.path)
-        if checks.known(ip_cidr_range):
-            try:
-                net = ipaddress.ip_network(ip_cidr_range, strict=True)
-            except ValueError:
-                checks.add(f"ip_cidr_range={ip_cidr_range!r} is not an IPv4 network in CIDR form; use e.g. '10.42.0.0/20'")
-            else:
-                checks.require(net.version == 4 and 8 <= net.prefixlen <= 29 and net.is_private,
-                               f"ip_cidr_range={ip_cidr_range!r} must be a private IPv4 range from /8 to /29; use e.g. '10.42.0.0/20'")
+        checks.private_ipv4_range("cidr_block", cidr_block, largest=8, smallest=29, example=DEFAULT_CIDR_BLOCK)
         checks.raise_if_any()
         name = f"lepton-{stable_suffix(self)}"
         self.network = google.compute_network.ComputeNetwork(
@@ -45,7 +40,7 @@ class PrivateNetwork(Construct):
             description="lepton-cdk private network for GPU nodes",
         )
         self.subnetwork = google.compute_subnetwork.ComputeSubnetwork(
-            self, "Subnet", name=name, network=self.network.id, ip_cidr_range=ip_cidr_range, private_ip_google_access=True,
+            self, "Subnet", name=name, network=self.network.id, ip_cidr_range=cidr_block, private_ip_google_access=True,
             # Flow logs: the record of what the nodes talked to, which an incident review needs (checkov CKV_GCP_26).
             log_config=google.compute_subnetwork.ComputeSubnetworkLogConfig(
                 aggregation_interval="INTERVAL_5_SEC", flow_sampling=0.5, metadata="INCLUDE_ALL_METADATA"),

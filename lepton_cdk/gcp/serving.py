@@ -32,12 +32,12 @@ Default settings (``ModelServing``):
 
 from __future__ import annotations
 
-import ipaddress
-
 from lepton_cdk.core.framework import Construct, google
+from lepton_cdk.core.interfaces import IHasId
+from lepton_cdk.core.renames import RenamedAttribute
 from lepton_cdk.core.validation import PropChecks
 
-from .gpu_nodes import HEALTH_CHECK_PATH, SERVING_PORT, GpuNodeGroup, IHasId
+from .gpu_nodes import HEALTH_CHECK_PATH, SERVING_PORT, GpuNodeGroup
 from .naming import stable_suffix
 
 DEFAULT_PROXY_SUBNET_CIDR = "10.42.16.0/23"
@@ -45,6 +45,8 @@ DEFAULT_PROXY_SUBNET_CIDR = "10.42.16.0/23"
 
 class ModelServing(Construct):
     """The node group's model behind a private regional load balancer. Implements :class:`lepton_cdk.core.IModelServing`."""
+
+    port = RenamedAttribute("listener_port")
 
     def __init__(
         self,
@@ -74,14 +76,8 @@ class ModelServing(Construct):
         """
         super().__init__(scope, id)
         checks = PropChecks(self.node.path)
-        if proxy_subnet_cidr is not None and checks.known(proxy_subnet_cidr):
-            try:
-                net = ipaddress.ip_network(proxy_subnet_cidr, strict=True)
-            except ValueError:
-                checks.add(f"proxy_subnet_cidr={proxy_subnet_cidr!r} is not an IPv4 network in CIDR form; use e.g. {DEFAULT_PROXY_SUBNET_CIDR!r}")
-            else:
-                checks.require(net.version == 4 and net.prefixlen <= 26 and net.is_private,
-                               f"proxy_subnet_cidr={proxy_subnet_cidr!r} must be a private IPv4 range of /26 or larger; use e.g. {DEFAULT_PROXY_SUBNET_CIDR!r}")
+        if proxy_subnet_cidr is not None:
+            checks.private_ipv4_range("proxy_subnet_cidr", proxy_subnet_cidr, largest=8, smallest=26, example=DEFAULT_PROXY_SUBNET_CIDR)
         checks.int_range("serving_port", serving_port, minimum=1, maximum=65535)
         if checks.known(health_check_path):
             checks.require(health_check_path.startswith("/"), f"health_check_path={health_check_path!r} must start with '/'; use e.g. {HEALTH_CHECK_PATH!r}")
@@ -94,7 +90,7 @@ class ModelServing(Construct):
         suffix = stable_suffix(self)
         name = f"lepton-serving-{suffix}"
         https = certificate is not None
-        self.port = 443 if https else 80
+        self.listener_port = 443 if https else 80
         self.scheme = "https" if https else "http"
 
         self.proxy_subnet = None
@@ -105,16 +101,10 @@ class ModelServing(Construct):
                 name=f"{name}-proxy", network=node_group.network_id, ip_cidr_range=proxy_subnet_cidr,
                 purpose="REGIONAL_MANAGED_PROXY", role="ACTIVE",
             )
-            fw = google.compute_firewall
-            self.proxy_firewall = fw.ComputeFirewall(
-                self, "ProxyFirewall",
-                name=f"{name}-proxies",
+            self.proxy_firewall = node_group.allow_ingress(
+                self, "ProxyFirewall", name=f"{name}-proxies",
                 description="lepton-cdk: the load balancer's proxies to the GPU nodes' model server",
-                network=node_group.network_id,
-                direction="INGRESS",
-                source_ranges=[proxy_subnet_cidr],
-                target_tags=[node_group.network_tag],
-                allow=[fw.ComputeFirewallAllow(protocol="tcp", ports=[str(serving_port)])],
+                source_ranges=[proxy_subnet_cidr], port=serving_port,
             )
         health_check = node_group.enable_auto_healing(port=serving_port, path=health_check_path)
 
@@ -149,7 +139,7 @@ class ModelServing(Construct):
             name=name,
             load_balancing_scheme="INTERNAL_MANAGED",
             ip_protocol="TCP",
-            port_range=str(self.port),
+            port_range=str(self.listener_port),
             target=self.proxy.id,
             network=node_group.network_id,
             subnetwork=node_group.subnetwork_id,

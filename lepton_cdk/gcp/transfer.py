@@ -1,5 +1,9 @@
 """A Storage Transfer Service job that copies an S3 bucket (the source cloud) into a Cloud Storage bucket.
 
+The mirror image of :mod:`lepton_cdk.aws.transfer`: the same public names (``docs/vocabulary.md``),
+this cloud's resources. What repeats between the two modules is kept on purpose (aws/ and gcp/
+never import each other); logic that is truly shared lives in ``lepton_cdk.core``.
+
 Default settings (``DataTransferJob``):
 - No static AWS keys anywhere: the job reads S3 through ``role_arn``
   federation. Storage Transfer Service's Google-managed service agent
@@ -37,9 +41,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from lepton_cdk.core.framework import Construct, google
-from lepton_cdk.core.interfaces import IBucket
+from lepton_cdk.core.interfaces import IGcsBucket, is_bucket_of
+from lepton_cdk.core.renames import renamed_props
 from lepton_cdk.core.transfer import TransferSchedule, check_transfer_props
 from lepton_cdk.core.validation import PropChecks
+
+from .bucket import ModelBucket
 
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -53,6 +60,7 @@ class DataTransferJob(Construct):
     is what monitoring watches.
     """
 
+    @renamed_props(destination_kms_key_id="kms_key_id")
     def __init__(
         self,
         scope: Construct,
@@ -60,7 +68,7 @@ class DataTransferJob(Construct):
         *,
         source_bucket_name: str,
         source_role_arn: str,
-        destination: IBucket,
+        destination: IGcsBucket,
         mode: str = "incremental",
         source_prefix: str = "",
         destination_prefix: str = "",
@@ -68,7 +76,7 @@ class DataTransferJob(Construct):
         exclude_prefixes: Sequence[str] = (),
         delete_unique_in_sink: bool = False,
         schedule: TransferSchedule | None = None,
-        destination_kms_key_id: str | None = None,
+        kms_key_id: str | None = None,
         description: str | None = None,
     ) -> None:
         """Create the transfer job and the service agent's grants on the destination.
@@ -96,9 +104,10 @@ class DataTransferJob(Construct):
             they become noncurrent versions). Default: kept.
         :param schedule: when the job runs. Default: never by itself; run it
             with ``gcloud transfer jobs run``.
-        :param destination_kms_key_id: the sink bucket's Cloud KMS key, to
-            grant the service agent on. Default: the destination's
-            ``key_id`` when it has one (a ``ModelBucket``), else no key grant.
+        :param kms_key_id: the sink bucket's Cloud KMS key, to grant the
+            service agent on. Default: the key of a destination
+            ``ModelBucket`` (which declares its key), else no key grant (an
+            imported bucket's key belongs to someone else's stack).
         :param description: shown in the console. Default: ``lepton-cdk <construct path>``.
         """
         super().__init__(scope, id)
@@ -111,8 +120,7 @@ class DataTransferJob(Construct):
             checks.require(isinstance(source_role_arn, str) and bool(_ROLE_ARN.match(source_role_arn)),
                            f"source_role_arn={source_role_arn!r} is not an IAM role ARN; pass arn:aws:iam::<12-digit account>:role/<name> "
                            "(federation needs a role; static keys are not accepted)")
-        # An S3 bucket has a bucket_name too; its bucket_arn gives it away.
-        if not hasattr(destination, "bucket_name") or hasattr(destination, "bucket_arn"):
+        if not is_bucket_of(destination, "gcp"):
             checks.add(f"destination={type(destination).__name__} is not a Cloud Storage bucket; pass a lepton_cdk.gcp.ModelBucket "
                        "or ModelBucket.from_bucket_name(...)")
         check_transfer_props(checks, mode=mode, source_prefix=source_prefix, destination_prefix=destination_prefix,
@@ -134,7 +142,7 @@ class DataTransferJob(Construct):
         if compare_first:
             grants.append(iam.StorageBucketIamMember(
                 self, "SinkReader", bucket=destination.bucket_name, role="roles/storage.objectViewer", member=member))
-        key_id = destination_kms_key_id or getattr(destination, "key_id", None)
+        key_id = kms_key_id or (destination.kms_key_id if isinstance(destination, ModelBucket) else None)
         self.key_access = None
         if key_id:
             # Key-level only: lets the job write into a CMEK bucket whichever identity Cloud Storage checks.

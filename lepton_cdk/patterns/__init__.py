@@ -5,7 +5,7 @@ Patterns may import both ``lepton_cdk.aws`` and ``lepton_cdk.gcp`` (each
 only when the cloud asked for needs it); those two never import each other.
 """
 
-from .migration_target import CLOUDS, DEFAULT_NODE_TYPE, MigrationTarget
+from .migration_target import CLOUDS, DEFAULT_INSTANCE_TYPE, MigrationTarget
 from .sources import GcsSource, S3Source
 
-__all__ = ["CLOUDS", "DEFAULT_NODE_TYPE", "GcsSource", "MigrationTarget", "S3Source"]
+__all__ = ["CLOUDS", "DEFAULT_INSTANCE_TYPE", "GcsSource", "MigrationTarget", "S3Source"]

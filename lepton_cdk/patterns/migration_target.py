@@ -24,9 +24,9 @@ decide the Terraform logical ids):
 - One on-demand GPU node [``GpuNodes``] (``g5.xlarge`` on AWS,
   ``g2-standard-4`` with one L4 on GCP) in a new private network, fetching
   the model, checking its sha256 and serving it with Triton on port 8000.
-  AWS nodes get 900 s after launch before failed load balancer health checks
-  replace them (Triton start plus model download); GCP's auto-healing waits
-  the same 900 s.
+  On both clouds a node gets 900 s after launch before failing health checks
+  replace it (``health_check_grace_period_sec``, the node groups' own
+  default: model download plus the Triton image pull).
 - Serving [``Serving``] behind a private load balancer: an internal
   Application Load Balancer on AWS, a regional internal Application Load
   Balancer on GCP, both plain HTTP inside the network unless you pass
@@ -62,17 +62,18 @@ from typing import Any
 
 from lepton_cdk.contract import Manifest, read_manifest
 from lepton_cdk.core.framework import Construct
-from lepton_cdk.core.interfaces import IBucket
+from lepton_cdk.core.gpu_nodes import DEFAULT_HEALTH_CHECK_GRACE_PERIOD_SEC
+from lepton_cdk.core.interfaces import BUCKET_KINDS, CLOUDS, IBucket, IHasArn, IHasId, is_bucket_of
+from lepton_cdk.core.monitoring import email_problems
+from lepton_cdk.core.renames import renamed_props
 from lepton_cdk.core.transfer import MODES as TRANSFER_MODES
 from lepton_cdk.core.transfer import TransferSchedule
 from lepton_cdk.core.validation import PropChecks
 
 from .sources import GcsSource, S3Source
 
-CLOUDS = ("aws", "gcp")
-DEFAULT_NODE_TYPE = {"aws": "g5.xlarge", "gcp": "g2-standard-4"}
-HEALTH_CHECK_GRACE_PERIOD_SEC = 900
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# The same values as lepton_cdk.aws.DEFAULT_INSTANCE_TYPE / lepton_cdk.gcp.DEFAULT_INSTANCE_TYPE, without importing either cloud.
+DEFAULT_INSTANCE_TYPE = {"aws": "g5.xlarge", "gcp": "g2-standard-4"}
 
 
 class MigrationTarget(Construct):
@@ -92,6 +93,7 @@ class MigrationTarget(Construct):
     own problems at once under its path.
     """
 
+    @renamed_props(node_type="instance_type")
     def __init__(
         self,
         scope: Construct,
@@ -100,7 +102,7 @@ class MigrationTarget(Construct):
         cloud: str,
         manifest: Manifest | str | os.PathLike[str],
         bucket: IBucket | None = None,
-        node_type: str | None = None,
+        instance_type: str | None = None,
         node_count: int = 1,
         spot: bool = False,
         image: str | None = None,
@@ -114,6 +116,7 @@ class MigrationTarget(Construct):
         retain_data: bool = True,
         enforce_tls: bool = True,
         capacity_timeout_min: int = 10,
+        health_check_grace_period_sec: int = DEFAULT_HEALTH_CHECK_GRACE_PERIOD_SEC,
     ) -> None:
         """Build the target.
 
@@ -123,7 +126,7 @@ class MigrationTarget(Construct):
         :param bucket: an existing bucket of ``cloud`` to upload the artifacts into
             (``ModelBucket.from_bucket_name(...)`` or a ``ModelBucket`` you built).
             Default: a new ``ModelBucket`` (child ``"ModelBucket"``).
-        :param node_type: the GPU instance type (AWS) or machine type (GCP).
+        :param instance_type: the GPU instance type (AWS) or machine type (GCP).
             Default: ``g5.xlarge`` (1 A10G) / ``g2-standard-4`` (1 L4).
         :param node_count: GPU nodes to run (0-100). Default: 1.
         :param spot: run the nodes on Spot capacity. Default: on-demand.
@@ -147,10 +150,12 @@ class MigrationTarget(Construct):
             turn it off only for an S3 emulator served over plain HTTP). Default: on.
         :param capacity_timeout_min: minutes ``terraform apply`` waits for the AWS nodes to be in service
             (0: do not wait; AWS only, GCP does not wait). Default: 10.
+        :param health_check_grace_period_sec: seconds after a node boots before failing health checks
+            replace it, handed to the node group. Default: 900, the node groups' own default on both clouds.
         """
         super().__init__(scope, id)
         loaded = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, verify=False)
-        self._check(cloud=cloud, bucket=bucket, node_type=node_type, node_count=node_count, spot=spot, image=image,
+        self._check(cloud=cloud, bucket=bucket, instance_type=instance_type, node_count=node_count, spot=spot, image=image,
                     managed_endpoint=managed_endpoint, managed_instance_type=managed_instance_type, source=source,
                     transfer_mode=transfer_mode, transfer_schedule=transfer_schedule, alert_emails=alert_emails,
                     certificate=certificate, retain_data=retain_data, enforce_tls=enforce_tls, capacity_timeout_min=capacity_timeout_min)
@@ -164,16 +169,18 @@ class MigrationTarget(Construct):
         self.transfer: Any = None
         self.monitoring: Any = None
         emails = tuple(alert_emails)
+        # Handed through unchanged: each node group checks the value against its own cloud's range.
+        self.health_check_grace_period_sec = health_check_grace_period_sec
         if cloud == "aws":
-            self._build_aws(bucket, loaded, node_type, node_count, spot, image, managed_endpoint, managed_instance_type, source,
+            self._build_aws(bucket, loaded, instance_type, node_count, spot, image, managed_endpoint, managed_instance_type, source,
                             transfer_mode, transfer_schedule, emails, retain_data, enforce_tls, capacity_timeout_min)
         else:
-            self._build_gcp(bucket, loaded, node_type, node_count, spot, image, source, transfer_mode, transfer_schedule, emails,
+            self._build_gcp(bucket, loaded, instance_type, node_count, spot, image, source, transfer_mode, transfer_schedule, emails,
                             retain_data)
 
     # -- validation ------------------------------------------------------------------------------------------------
 
-    def _check(self, *, cloud: str, bucket: Any, node_type: str | None, node_count: int, spot: bool, image: str | None,
+    def _check(self, *, cloud: str, bucket: Any, instance_type: str | None, node_count: int, spot: bool, image: str | None,
                managed_endpoint: bool, managed_instance_type: str | None, source: Any, transfer_mode: str,
                transfer_schedule: Any, alert_emails: Sequence[str], certificate: Any, retain_data: bool, enforce_tls: bool,
                capacity_timeout_min: int) -> None:
@@ -185,13 +192,7 @@ class MigrationTarget(Construct):
             checks.require(isinstance(value, bool), f"{name}={value!r} is not a bool; pass True or False")
         checks.int_range("node_count", node_count, minimum=0, maximum=100)
         checks.int_range("capacity_timeout_min", capacity_timeout_min, minimum=0, maximum=60)
-        if isinstance(alert_emails, str):
-            checks.add(f"alert_emails={alert_emails!r} is a string; pass a list of addresses, e.g. [{alert_emails!r}]")
-        else:
-            for email in alert_emails:
-                if checks.known(email):
-                    checks.require(isinstance(email, str) and bool(_EMAIL.match(email)),
-                                   f"alert_emails contains {email!r}, which is not an e-mail address")
+        checks.add(*email_problems("alert_emails", alert_emails, checks))
         if source is None:
             checks.require(transfer_mode == "incremental",
                            f"transfer_mode={transfer_mode!r} was given without source; pass source= or drop transfer_mode")
@@ -202,20 +203,20 @@ class MigrationTarget(Construct):
             checks.require(transfer_schedule is None or isinstance(transfer_schedule, TransferSchedule),
                            f"transfer_schedule={transfer_schedule!r} is not a TransferSchedule; use TransferSchedule.once(...), .daily(...) or .every(...)")
         if certificate is not None and known_cloud:
-            attribute = "arn" if cloud == "aws" else "id"
-            checks.require(hasattr(certificate, attribute),
+            attribute, protocol = ("arn", IHasArn) if cloud == "aws" else ("id", IHasId)
+            checks.require(isinstance(certificate, protocol),
                            f"certificate={type(certificate).__name__} has no .{attribute}; on {cloud} pass "
                            f"{'an ACM certificate (acm_certificate.AcmCertificate or its data source)' if cloud == 'aws' else 'a regional SSL certificate (compute_region_ssl_certificate)'}")
         if managed_instance_type is not None and not managed_endpoint:
             checks.add("managed_instance_type was given without managed_endpoint=True; turn the SageMaker endpoint on or drop it")
         if known_cloud:
-            self._check_cloud_match(checks, cloud=cloud, bucket=bucket, node_type=node_type, image=image,
+            self._check_cloud_match(checks, cloud=cloud, bucket=bucket, instance_type=instance_type, image=image,
                                     managed_endpoint=managed_endpoint, source=source, enforce_tls=enforce_tls,
                                     capacity_timeout_min=capacity_timeout_min)
         checks.raise_if_any()
 
     @staticmethod
-    def _check_cloud_match(checks: PropChecks, *, cloud: str, bucket: Any, node_type: str | None, image: str | None,
+    def _check_cloud_match(checks: PropChecks, *, cloud: str, bucket: Any, instance_type: str | None, image: str | None,
                            managed_endpoint: bool, source: Any, enforce_tls: bool, capacity_timeout_min: int) -> None:
         other = "gcp" if cloud == "aws" else "aws"
         want_source, bulk_mover = (GcsSource, "DataSync") if cloud == "aws" else (S3Source, "Storage Transfer Service")
@@ -223,18 +224,16 @@ class MigrationTarget(Construct):
             checks.add(f"source={type(source).__name__} cannot feed a {cloud} target; a {cloud} target copies from "
                        f"{'Cloud Storage' if cloud == 'aws' else 'S3'} with {bulk_mover}: pass {want_source.__name__}(...)")
         if bucket is not None:
-            # An S3 bucket has bucket_arn; a Cloud Storage bucket does not.
-            is_s3 = hasattr(bucket, "bucket_arn")
-            if not hasattr(bucket, "upload_artifacts") or not hasattr(bucket, "bucket_name"):
-                checks.add(f"bucket={type(bucket).__name__} is not a model bucket; pass lepton_cdk.{cloud}.ModelBucket.from_bucket_name(...)")
-            elif is_s3 != (cloud == "aws"):
-                checks.add(f"bucket is a{'n S3' if is_s3 else ' Cloud Storage'} bucket but cloud={cloud!r}; pass a "
+            if is_bucket_of(bucket, other):
+                checks.add(f"bucket is {BUCKET_KINDS[other]} but cloud={cloud!r}; pass a "
                            f"lepton_cdk.{cloud}.ModelBucket (or its from_bucket_name(...)), or set cloud={other!r}")
-        if node_type is not None and checks.known(node_type):
-            looks_aws = bool(re.match(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", node_type))
+            elif not is_bucket_of(bucket, cloud):
+                checks.add(f"bucket={type(bucket).__name__} is not a model bucket; pass lepton_cdk.{cloud}.ModelBucket.from_bucket_name(...)")
+        if instance_type is not None and checks.known(instance_type):
+            looks_aws = bool(re.match(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", instance_type))
             if looks_aws != (cloud == "aws"):
-                example = DEFAULT_NODE_TYPE[cloud]
-                checks.add(f"node_type={node_type!r} is an {other.upper()} type but cloud={cloud!r}; use a {cloud.upper()} type such as {example!r}")
+                example = DEFAULT_INSTANCE_TYPE[cloud]
+                checks.add(f"instance_type={instance_type!r} is an {other.upper()} type but cloud={cloud!r}; use a {cloud.upper()} type such as {example!r}")
         if cloud == "gcp":
             if managed_endpoint:
                 checks.add("managed_endpoint=True is AWS only: Terraform cannot deploy a model to a Vertex AI endpoint; "
@@ -250,7 +249,7 @@ class MigrationTarget(Construct):
 
     # -- AWS -------------------------------------------------------------------------------------------------------
 
-    def _build_aws(self, bucket: Any, manifest: Manifest, node_type: str | None, node_count: int, spot: bool, image: str | None,
+    def _build_aws(self, bucket: Any, manifest: Manifest, instance_type: str | None, node_count: int, spot: bool, image: str | None,
                    managed_endpoint: bool, managed_instance_type: str | None, source: GcsSource | None, transfer_mode: str,
                    transfer_schedule: TransferSchedule | None, emails: tuple[str, ...], retain_data: bool, enforce_tls: bool,
                    capacity_timeout_min: int) -> None:
@@ -262,11 +261,11 @@ class MigrationTarget(Construct):
         self.nodes = aws.GpuNodeGroup(
             self, "GpuNodes",
             model=self.artifacts,
-            instance_type=node_type or DEFAULT_NODE_TYPE["aws"],
-            image_id=image,
-            min_size=node_count, desired_capacity=node_count, max_size=max(1, node_count),
+            instance_type=instance_type or DEFAULT_INSTANCE_TYPE["aws"],
+            image=image,
+            min_size=node_count, node_count=node_count, max_size=max(1, node_count),
             spot=spot,
-            health_check_grace_period_sec=HEALTH_CHECK_GRACE_PERIOD_SEC,
+            health_check_grace_period_sec=self.health_check_grace_period_sec,
             capacity_timeout_min=capacity_timeout_min,
         )
         self.serving = aws.ModelServing(self, "Serving", node_group=self.nodes, certificate=self.certificate)
@@ -282,14 +281,14 @@ class MigrationTarget(Construct):
                 retain_on_destroy=retain_data,
             )
         self.monitoring = aws.Monitoring(self, "Monitoring", serving=self.serving, transfer_job=self.transfer,
-                                         notification_emails=emails, retain_key_on_destroy=retain_data)
+                                         notification_emails=emails, retain_on_destroy=retain_data)
         if self.managed_serving is not None:
             self.managed_monitoring = aws.Monitoring(self, "SageMakerMonitoring", serving=self.managed_serving,
                                                      topic=self.monitoring.topic)
 
     # -- GCP -------------------------------------------------------------------------------------------------------
 
-    def _build_gcp(self, bucket: Any, manifest: Manifest, node_type: str | None, node_count: int, spot: bool, image: str | None,
+    def _build_gcp(self, bucket: Any, manifest: Manifest, instance_type: str | None, node_count: int, spot: bool, image: str | None,
                    source: S3Source | None, transfer_mode: str, transfer_schedule: TransferSchedule | None,
                    emails: tuple[str, ...], retain_data: bool) -> None:
         from lepton_cdk import gcp
@@ -299,11 +298,11 @@ class MigrationTarget(Construct):
         self.nodes = gcp.GpuNodeGroup(
             self, "GpuNodes",
             model=self.artifacts,
-            machine_type=node_type or DEFAULT_NODE_TYPE["gcp"],
-            source_image=image or gcp.DEFAULT_SOURCE_IMAGE,
-            target_size=node_count,
+            instance_type=instance_type or DEFAULT_INSTANCE_TYPE["gcp"],
+            image=image or gcp.DEFAULT_IMAGE,
+            node_count=node_count,
             spot=spot,
-            auto_healing_initial_delay_sec=HEALTH_CHECK_GRACE_PERIOD_SEC,
+            health_check_grace_period_sec=self.health_check_grace_period_sec,
         )
         self.serving = gcp.ModelServing(self, "Serving", node_group=self.nodes, certificate=self.certificate)
         if source is not None:
@@ -367,4 +366,4 @@ class MigrationTarget(Construct):
         return found
 
 
-__all__ = ["CLOUDS", "DEFAULT_NODE_TYPE", "MigrationTarget"]
+__all__ = ["CLOUDS", "DEFAULT_INSTANCE_TYPE", "MigrationTarget"]

@@ -74,7 +74,7 @@ def build_stack(outdir: Path, endpoint: str, manifest: Path) -> tuple[Path, dict
     managed = ManagedModelServing(stack, "Managed", model=artifacts, instance_type="ml.g4dn.xlarge", network_isolation=False,
                                   subnets=network.subnets, security_groups=[group])
     watch = Monitoring(stack, "EndpointAlarms", serving=managed, transfer_job=HandTask(), notification_emails=["oncall@example.com"],
-                       retain_key_on_destroy=False)
+                       retain_on_destroy=False)
     PolicyChecks.suppress(watch, "LEP-RETAIN-1", reason="test stack against moto: destroyed at the end")
     for name, value in {
         "sagemaker_endpoint_name": managed.endpoint_name, "sagemaker_endpoint_url": managed.endpoint_url, "alarm_topic_arn": watch.topic_arn,

@@ -238,7 +238,7 @@ def test_lifecycle_and_logging_validation_reports_every_problem_once():
     assert "noncurrent_version_expiration_days=-1" in message and "None to keep" in message
     assert "access_log_retention_days=0" in message
     assert "access_logging=False" in message
-    with pytest.raises(ConstructValidationError, match="access_log_bucket=str is not a bucket"):
+    with pytest.raises(ConstructValidationError, match="access_log_bucket=str is not an S3 bucket"):
         synth(lambda s: ModelBucket(s, "ModelBucket", access_log_bucket="acme-logs"))
 
 
@@ -269,7 +269,7 @@ def test_from_bucket_name_declares_no_bucket_and_grants_on_the_given_name(manife
     key_arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
     def build(stack):
-        bucket = ModelBucket.from_bucket_name(stack, "Existing", "acme-models", key_arn=key_arn)
+        bucket = ModelBucket.from_bucket_name(stack, "Existing", "acme-models", kms_key_id=key_arn)
         role = ServiceRole(stack, "Role", service="lambda.amazonaws.com")
         bucket.grant_read(role, key_prefix="models/")
         bucket.grant_write(role, key_prefix="uploads/")
@@ -449,7 +449,7 @@ def test_auto_scaling_group_defaults(defaults):
     doc, _ = defaults
     asg = only(doc, "aws_autoscaling_group")
     assert (asg["min_size"], asg["max_size"], asg["desired_capacity"]) == (1, 1, 1)
-    assert asg["health_check_type"] == "EC2" and asg["health_check_grace_period"] == 300
+    assert asg["health_check_type"] == "EC2" and asg["health_check_grace_period"] == 900
     assert asg["wait_for_capacity_timeout"] == "10m"
     assert asg["launch_template"] == {
         "id": ref("aws_launch_template", "GpuNodes_LaunchTemplate_0E1B1CE7", "id"),
@@ -475,8 +475,8 @@ def test_node_overrides_with_own_subnets_and_security_groups(manifest_path):
         subnet = aws.subnet.Subnet(stack, "Subnet", vpc_id=vpc.id, cidr_block="10.9.0.0/24")
         group = aws.security_group.SecurityGroup(stack, "Group", vpc_id=vpc.id)
         artifacts = ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        return GpuNodeGroup(stack, "GpuNodes", model=artifacts, instance_type="g6.2xlarge", image_id="ami-0123456789abcdef0",
-                            min_size=0, max_size=4, desired_capacity=2, root_volume_size_gib=250, root_device_name="/dev/xvda",
+        return GpuNodeGroup(stack, "GpuNodes", model=artifacts, instance_type="g6.2xlarge", image="ami-0123456789abcdef0",
+                            min_size=0, max_size=4, node_count=2, disk_size_gib=250, root_device_name="/dev/xvda",
                             subnets=[subnet], security_groups=[group], health_check_grace_period_sec=600, capacity_timeout_min=0)
 
     doc, _ = synth(build)
@@ -499,7 +499,7 @@ def test_own_subnets_without_groups_get_a_group_in_their_vpc_with_https_egress(m
         vpc = aws.vpc.Vpc(stack, "Vpc", cidr_block="10.9.0.0/16")
         subnet = aws.subnet.Subnet(stack, "Subnet", vpc_id=vpc.id, cidr_block="10.9.0.0/24")
         artifacts = ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        return GpuNodeGroup(stack, "GpuNodes", model=artifacts, image_id="ami-0123456789abcdef0", subnets=[subnet])
+        return GpuNodeGroup(stack, "GpuNodes", model=artifacts, image="ami-0123456789abcdef0", subnets=[subnet])
 
     doc, _ = synth(build)
     assert only(doc, "aws_security_group")["vpc_id"] == ref("aws_subnet", "Subnet", "vpc_id")
@@ -510,30 +510,30 @@ def test_own_subnets_without_groups_get_a_group_in_their_vpc_with_https_egress(m
 def test_node_validation_reports_every_problem_once(manifest_path):
     def build(stack):
         artifacts = ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        GpuNodeGroup(stack, "GpuNodes", model=artifacts, instance_type="m5.large", image_id="img-123", min_size=3, max_size=2,
-                      root_volume_size_gib=4)
+        GpuNodeGroup(stack, "GpuNodes", model=artifacts, instance_type="m5.large", image="img-123", min_size=3, max_size=2,
+                      disk_size_gib=4)
 
     with pytest.raises(ConstructValidationError) as err:
         synth(build)
     message = str(err.value)
     assert "test/GpuNodes" in message
     assert "instance_type='m5.large' is not an NVIDIA GPU instance type" in message and "'g5.xlarge'" in message
-    assert "image_id='img-123'" in message
+    assert "image='img-123'" in message
     assert "min_size=3 is above max_size=2" in message
-    assert "root_volume_size_gib=4 must be between 8 and 16384" in message
+    assert "disk_size_gib=4 must be between 8 and 16384" in message
     assert len(err.value.problems) == 5  # the four above + desired capacity outside min..max
 
 
 @pytest.mark.parametrize("kwargs, fix", [
     ({"security_groups": []}, "pass the subnets"),
     ({"subnets": []}, "at least one"),
-    ({"min_size": 1, "max_size": 2, "desired_capacity": 3}, "desired_capacity=3 must lie between"),
+    ({"min_size": 1, "max_size": 2, "node_count": 3}, "node_count=3 must lie between"),
     ({"max_size": 0, "min_size": 0}, "max_size=0 must be at least 1"),
 ])
 def test_node_validation_cases(manifest_path, kwargs, fix):
     def build(stack):
         artifacts = ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        GpuNodeGroup(stack, "GpuNodes", model=artifacts, image_id="ami-0123456789abcdef0", **kwargs)
+        GpuNodeGroup(stack, "GpuNodes", model=artifacts, image="ami-0123456789abcdef0", **kwargs)
 
     with pytest.raises(ConstructValidationError, match=fix):
         synth(build)
@@ -543,7 +543,7 @@ def test_instance_type_from_a_token_is_not_validated(manifest_path):
     def build(stack):
         instance_type = TerraformVariable(stack, "instance_type", type="string")
         artifacts = ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        GpuNodeGroup(stack, "GpuNodes", model=artifacts, instance_type=instance_type.string_value, image_id="ami-0123456789abcdef0")
+        GpuNodeGroup(stack, "GpuNodes", model=artifacts, instance_type=instance_type.string_value, image="ami-0123456789abcdef0")
 
     doc, _ = synth(build)
     assert only(doc, "aws_launch_template")["instance_type"] == "${var.instance_type}"

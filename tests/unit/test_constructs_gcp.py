@@ -13,7 +13,7 @@ import pytest
 from lepton_cdk.contract import ChecksumMismatchError, read_manifest
 from lepton_cdk.core import ConstructValidationError, IBucket, IGpuNodeGroup, IModelArtifacts
 from lepton_cdk.core.framework import TerraformVariable, google
-from lepton_cdk.gcp import DEFAULT_SOURCE_IMAGE, AccessLogBucket, GpuNodeGroup, ModelBucket, ServiceAccount, default_accelerator
+from lepton_cdk.gcp import DEFAULT_IMAGE, AccessLogBucket, GpuNodeGroup, ModelBucket, ServiceAccount, default_accelerator
 from tests.support.manifests import write_fake_manifest
 from tests.support.synth import at, logical_ids, only, ref, resources, synth_json
 
@@ -210,7 +210,7 @@ def test_from_bucket_name_declares_no_bucket_and_grants_on_the_given_name(manife
     key = "projects/acme/locations/us/keyRings/r/cryptoKeys/k"
 
     def build(stack):
-        bucket = ModelBucket.from_bucket_name(stack, "Existing", "acme-models", kms_key_name=key)
+        bucket = ModelBucket.from_bucket_name(stack, "Existing", "acme-models", kms_key_id=key)
         reader = ServiceAccount(stack, "Reader")
         bucket.grant_read(reader, key_prefix="models/")
         bucket.grant_write(reader, key_prefix="uploads/")
@@ -286,7 +286,7 @@ def test_nodes_are_shielded_vms_without_external_ips(defaults):
     assert nic["subnetwork"] == ref("google_compute_subnetwork", "GpuNodes_Network_Subnet_B64A22AC", "id")
     assert template["metadata"]["enable-oslogin"] == "TRUE" and template["metadata"]["block-project-ssh-keys"] == "true"
     (disk,) = template["disk"]
-    assert disk == {"boot": True, "auto_delete": True, "source_image": DEFAULT_SOURCE_IMAGE, "disk_size_gb": 100, "disk_type": "pd-balanced"}
+    assert disk == {"boot": True, "auto_delete": True, "source_image": DEFAULT_IMAGE, "disk_size_gb": 100, "disk_type": "pd-balanced"}
 
 
 def test_default_network_is_private_with_google_access_and_no_nat(defaults):
@@ -343,8 +343,8 @@ def test_node_overrides_t4_on_n1_with_own_subnetwork(manifest_path):
         net = google.compute_network.ComputeNetwork(stack, "Net", name="own", auto_create_subnetworks=False)
         sub = google.compute_subnetwork.ComputeSubnetwork(stack, "Sub", name="own", network=net.id, ip_cidr_range="10.1.0.0/24")
         artifacts = ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        return GpuNodeGroup(stack, "GpuNodes", model=artifacts, machine_type="n1-standard-8", accelerator_count=2, source_image="projects/p/global/images/i",
-                            boot_disk_size_gib=200, boot_disk_type="pd-ssd", target_size=3, subnetwork=sub, zones=["us-central1-a", "us-central1-b"],
+        return GpuNodeGroup(stack, "GpuNodes", model=artifacts, instance_type="n1-standard-8", accelerator_count=2, image="projects/p/global/images/i",
+                            disk_size_gib=200, boot_disk_type="pd-ssd", node_count=3, subnetwork=sub, zones=["us-central1-a", "us-central1-b"],
                             secure_boot=False, service_account_id="gpu-serving")
 
     doc, _ = synth(build)
@@ -363,8 +363,8 @@ def test_node_overrides_t4_on_n1_with_own_subnetwork(manifest_path):
 def test_node_validation_reports_every_problem_once(manifest_path):
     def build(stack):
         artifacts = ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        GpuNodeGroup(stack, "GpuNodes", model=artifacts, machine_type="g2-standard-4", accelerator_type="nvidia-tesla-t4", accelerator_count=2,
-                     boot_disk_type="local-ssd", target_size=-1, zones=["central"])
+        GpuNodeGroup(stack, "GpuNodes", model=artifacts, instance_type="g2-standard-4", accelerator_type="nvidia-tesla-t4", accelerator_count=2,
+                     boot_disk_type="local-ssd", node_count=-1, zones=["central"])
 
     with pytest.raises(ConstructValidationError) as err:
         synth(build)
@@ -372,13 +372,13 @@ def test_node_validation_reports_every_problem_once(manifest_path):
     assert len(err.value.problems) == 5
     assert "accelerator_type='nvidia-tesla-t4' does not match g2-standard-4, which comes with nvidia-l4" in message
     assert "accelerator_count=2 does not match g2-standard-4, which has 1" in message
-    assert "boot_disk_type='local-ssd'" in message and "target_size=-1 must be between 0 and 1000" in message
+    assert "boot_disk_type='local-ssd'" in message and "node_count=-1 must be between 0 and 1000" in message
     assert "'central', which is not a zone name" in message
 
 
 @pytest.mark.parametrize("kwargs, fix", [
-    ({"machine_type": "e2-standard-4"}, "cannot carry NVIDIA GPUs"),
-    ({"machine_type": "n1-standard-8", "accelerator_type": "nvidia-l4"}, "does not attach to n1 machines"),
+    ({"instance_type": "e2-standard-4"}, "cannot carry NVIDIA GPUs"),
+    ({"instance_type": "n1-standard-8", "accelerator_type": "nvidia-l4"}, "does not attach to n1 machines"),
     ({"zones": []}, "lists no zone"),
     ({"service_account_id": "x"}, "not a valid service account id"),
 ])
@@ -395,7 +395,7 @@ def test_machine_type_from_a_token_is_not_validated(manifest_path):
     def build(stack):
         machine = TerraformVariable(stack, "machine", type="string")
         artifacts = ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        GpuNodeGroup(stack, "GpuNodes", model=artifacts, machine_type=machine.string_value, accelerator_type="nvidia-l4")
+        GpuNodeGroup(stack, "GpuNodes", model=artifacts, instance_type=machine.string_value, accelerator_type="nvidia-l4")
 
     doc, _ = synth(build)
     assert only(doc, "google_compute_instance_template")["machine_type"] == "${var.machine}"

@@ -164,7 +164,7 @@ def test_aws_overrides_nodes_only_thresholds_and_a_destroyable_key(manifest_path
         nodes = lepton_aws.GpuNodeGroup(stack, "GpuNodes", model=artifacts)
         serving = lepton_aws.ModelServing(stack, "Serving", node_group=nodes)
         lepton_aws.Monitoring(stack, "Alarms", node_group=nodes, serving=serving, error_threshold_per_min=20, latency_threshold_ms=250,
-                              evaluation_periods_min=3, retain_key_on_destroy=False)
+                              alarm_window_min=3, retain_on_destroy=False)
 
     doc, _ = aws_synth(build)
     assert "lifecycle" not in at(doc, "aws_kms_key", "Alarms/TopicKey")
@@ -179,12 +179,12 @@ def test_aws_overrides_nodes_only_thresholds_and_a_destroyable_key(manifest_path
 def test_aws_validation_reports_every_problem_once():
     with pytest.raises(ConstructValidationError) as err:
         aws_synth(lambda s: lepton_aws.Monitoring(s, "Alarms", notification_emails=["not-an-address"], error_threshold_per_min=0,
-                                                  latency_threshold_ms=0, evaluation_periods_min=61))
+                                                  latency_threshold_ms=0, alarm_window_min=61))
     message = str(err.value)
     assert "test/Alarms" in message and "nothing to watch" in message and "'not-an-address'" in message
-    assert "error_threshold_per_min=0" in message and "latency_threshold_ms=0" in message and "evaluation_periods_min=61" in message
+    assert "error_threshold_per_min=0" in message and "latency_threshold_ms=0" in message and "alarm_window_min=61" in message
     assert len(err.value.problems) == 5
-    with pytest.raises(ConstructValidationError, match="has no transfer_id"):
+    with pytest.raises(ConstructValidationError, match="transfer_job=object is not a data transfer job"):
         aws_synth(lambda s: lepton_aws.Monitoring(s, "Alarms", transfer_job=object()))
     with pytest.raises(ConstructValidationError, match="is not a ModelServing or ManagedModelServing"):
         aws_synth(lambda s: lepton_aws.Monitoring(s, "Alarms", serving=object()))
@@ -216,7 +216,7 @@ def test_aws_monitoring_logical_ids_are_pinned(aws_stack):
 def gcp_stack(manifest_path):
     def build(stack):
         artifacts = lepton_gcp.ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        nodes = lepton_gcp.GpuNodeGroup(stack, "GpuNodes", model=artifacts, target_size=2)
+        nodes = lepton_gcp.GpuNodeGroup(stack, "GpuNodes", model=artifacts, node_count=2)
         serving = lepton_gcp.ModelServing(stack, "Serving", node_group=nodes)
         return lepton_gcp.Monitoring(stack, "Alerts", serving=serving, transfer_job=Transfer(JOB_NAME), notification_emails=["oncall@example.com"])
 
@@ -269,7 +269,7 @@ def test_gcp_overrides_existing_channels_nodes_only(manifest_path):
         existing = google.monitoring_notification_channel.MonitoringNotificationChannel(
             stack, "Pager", display_name="pager", type="pagerduty", sensitive_labels={"service_key": "k"})
         nodes = lepton_gcp.GpuNodeGroup(stack, "GpuNodes", model=lepton_gcp.ModelBucket(stack, "B").upload_artifacts(manifest_path))
-        lepton_gcp.Monitoring(stack, "Alerts", node_group=nodes, notification_channels=[existing], duration_min=10)
+        lepton_gcp.Monitoring(stack, "Alerts", node_group=nodes, notification_channels=[existing], alarm_window_min=10)
 
     doc, _ = gcp_synth(build)
     assert list(resources(doc, "google_monitoring_notification_channel")) == ["Pager"]
@@ -280,9 +280,9 @@ def test_gcp_overrides_existing_channels_nodes_only(manifest_path):
 
 def test_gcp_validation_reports_every_problem_once():
     with pytest.raises(ConstructValidationError) as err:
-        gcp_synth(lambda s: lepton_gcp.Monitoring(s, "Alerts", notification_emails=["nobody"], duration_min=0, transfer_job=object()))
+        gcp_synth(lambda s: lepton_gcp.Monitoring(s, "Alerts", notification_emails=["nobody"], alarm_window_min=0, transfer_job=object()))
     message = str(err.value)
-    assert "'nobody'" in message and "duration_min=0" in message and "has no transfer_id" in message
+    assert "'nobody'" in message and "alarm_window_min=0" in message and "is not a data transfer job" in message
     assert len(err.value.problems) == 3
     with pytest.raises(ConstructValidationError) as err:
         gcp_synth(lambda s: lepton_gcp.Monitoring(s, "Alerts"))

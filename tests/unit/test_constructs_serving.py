@@ -106,7 +106,7 @@ def test_aws_target_group_checks_oip_readiness_on_port_8000(aws_defaults):
 def test_aws_nodes_behind_the_alb_are_replaced_when_unhealthy(aws_defaults):
     doc, (nodes, _, _) = aws_defaults
     asg = only(doc, "aws_autoscaling_group")
-    assert asg["health_check_type"] == "ELB" and asg["health_check_grace_period"] == 300
+    assert asg["health_check_type"] == "ELB" and asg["health_check_grace_period"] == 900
     assert asg["target_group_arns"] == [ref("aws_lb_target_group", TG, "arn")]
     assert nodes.target_group_arns and len(nodes.target_group_arns) == 1
 
@@ -138,8 +138,8 @@ def test_aws_serving_overrides(manifest_path):
         groups = [aws.security_group.SecurityGroup(stack, f"Group{i}", vpc_id=vpc.id) for i in range(2)]
         cert = aws.acm_certificate.AcmCertificate(stack, "Cert", domain_name="models.example.com", validation_method="DNS")
         artifacts = lepton_aws.ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        nodes = lepton_aws.GpuNodeGroup(stack, "GpuNodes", model=artifacts, image_id="ami-0123456789abcdef0", subnets=subnets,
-                                        security_groups=groups, health_check_grace_period_sec=900)
+        nodes = lepton_aws.GpuNodeGroup(stack, "GpuNodes", model=artifacts, image="ami-0123456789abcdef0", subnets=subnets,
+                                        security_groups=groups, health_check_grace_period_sec=600)
         serving = lepton_aws.ModelServing(
             stack, "Serving", node_group=nodes, allowed_cidrs=["10.0.0.0/8", "192.168.0.0/16"], certificate=cert, serving_port=8080,
             health_check_path="/ready", health_check_interval_sec=30, healthy_threshold_count=3, unhealthy_threshold_count=5,
@@ -164,7 +164,7 @@ def test_aws_serving_overrides(manifest_path):
     # Each of the nodes' own groups admits the load balancer on the serving port.
     node_rules = sorted(r["security_group_id"] for r in ingress.values() if "referenced_security_group_id" in r)
     assert node_rules == [ref("aws_security_group", "Group0", "id"), ref("aws_security_group", "Group1", "id")]
-    assert only(doc, "aws_autoscaling_group")["health_check_grace_period"] == 900
+    assert only(doc, "aws_autoscaling_group")["health_check_grace_period"] == 600
     assert "aws_vpc" not in doc.get("data", {}), "allowed_cidrs given: the VPC's range is not looked up"
 
 
@@ -173,7 +173,7 @@ def test_aws_serving_in_own_subnets_allows_the_vpc_range_read_from_a_data_source
         vpc = aws.vpc.Vpc(stack, "Vpc", cidr_block="10.9.0.0/16")
         subnets = [aws.subnet.Subnet(stack, f"Subnet{i}", vpc_id=vpc.id, cidr_block=f"10.9.{i}.0/24") for i in range(2)]
         artifacts = lepton_aws.ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        nodes = lepton_aws.GpuNodeGroup(stack, "GpuNodes", model=artifacts, image_id="ami-0123456789abcdef0", subnets=subnets)
+        nodes = lepton_aws.GpuNodeGroup(stack, "GpuNodes", model=artifacts, image="ami-0123456789abcdef0", subnets=subnets)
         lepton_aws.ModelServing(stack, "Serving", node_group=nodes)
 
     doc, _ = aws_synth(build)
@@ -440,7 +440,7 @@ def test_gcp_serving_overrides_https_and_an_existing_proxy_subnet(manifest_path)
         subnetwork = google.compute_subnetwork.ComputeSubnetwork(stack, "Sub", name="acme", network=network.id, ip_cidr_range="10.8.0.0/20")
         cert = google.compute_region_ssl_certificate.ComputeRegionSslCertificate(stack, "Cert", name="acme", certificate="x", private_key="y")
         artifacts = lepton_gcp.ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        nodes = lepton_gcp.GpuNodeGroup(stack, "GpuNodes", model=artifacts, subnetwork=subnetwork, auto_healing_initial_delay_sec=600)
+        nodes = lepton_gcp.GpuNodeGroup(stack, "GpuNodes", model=artifacts, subnetwork=subnetwork, health_check_grace_period_sec=600)
         serving = lepton_gcp.ModelServing(stack, "Serving", node_group=nodes, certificate=cert, proxy_subnet_cidr=None, serving_port=8080,
                                           health_check_path="/ready", timeout_sec=120, log_sample_rate=0.25)
         TerraformOutput(stack, "url", value=serving.endpoint_url)
@@ -493,8 +493,8 @@ def test_gcp_nodes_alone_are_standard_vms_without_auto_healing(manifest_path):
 def test_gcp_spot_nodes_with_auto_healing_and_validation(manifest_path):
     def build(stack):
         artifacts = lepton_gcp.ModelBucket(stack, "ModelBucket").upload_artifacts(manifest_path)
-        nodes = lepton_gcp.GpuNodeGroup(stack, "GpuNodes", model=artifacts, spot=True, auto_healing=True, machine_type="n1-standard-8",
-                                        accelerator_count=2, boot_disk_size_gib=200)
+        nodes = lepton_gcp.GpuNodeGroup(stack, "GpuNodes", model=artifacts, spot=True, auto_healing=True, instance_type="n1-standard-8",
+                                        accelerator_count=2, disk_size_gib=200)
         assert nodes.enable_auto_healing() is nodes.health_check, "a second call returns the same health check"
         return nodes
 
@@ -508,8 +508,8 @@ def test_gcp_spot_nodes_with_auto_healing_and_validation(manifest_path):
     assert len(resources(doc, "google_compute_region_health_check")) == 1
     with pytest.raises(ConstructValidationError) as err:
         gcp_synth(lambda s: lepton_gcp.GpuNodeGroup(s, "GpuNodes", model=lepton_gcp.ModelBucket(s, "B").upload_artifacts(manifest_path),
-                                                    spot=1, auto_healing_initial_delay_sec=4000))
-    assert "spot=1 is not a bool" in str(err.value) and "auto_healing_initial_delay_sec=4000" in str(err.value)
+                                                    spot=1, health_check_grace_period_sec=4000))
+    assert "spot=1 is not a bool" in str(err.value) and "health_check_grace_period_sec=4000" in str(err.value)
     assert len(err.value.problems) == 2
 
 

@@ -72,7 +72,7 @@ SCENARIOS = {
         _gcp_stack(app, "gcp-partial"), mode="partial", include_prefixes=["images/"], exclude_prefixes=["images/tmp/"],
         schedule=TransferSchedule.once(START, at=dt.time(22, 30))),
     "gcp-imported": lambda app: (lambda s: _gcp_job(s, lepton_gcp.ModelBucket.from_bucket_name(s, "Existing", "acme-existing"),
-                                                    destination_kms_key_id="projects/p/locations/us/keyRings/r/cryptoKeys/k"))(
+                                                    kms_key_id="projects/p/locations/us/keyRings/r/cryptoKeys/k"))(
         _gcp_stack(app, "gcp-imported")),
     "gcp-imported-nokey": lambda app: (lambda s: _gcp_job(s, lepton_gcp.ModelBucket.from_bucket_name(s, "Existing", "acme-existing")))(
         _gcp_stack(app, "gcp-imported-nokey")),

@@ -284,3 +284,176 @@ def test_contract_and_package_root_import_nothing_heavy():
 
 def test_schema_version_constant_is_semver():
     assert [int(p) for p in SCHEMA_VERSION.split(".")][0] == 1
+
+
+# -- schema 1.2.0: text models ------------------------------------------------------------------------------------
+
+
+def _text_manifest(folder, **text_overrides) -> Manifest:
+    """A text classifier's manifest: clients send strings, the tokenizer artifact turns them into token ids."""
+    from lepton_cdk.contract import TextSignature
+
+    (folder / "model.onnx").write_bytes(os.urandom(2048))
+    (folder / "tokenizer.json").write_text('{"version": "1.0"}')
+    arts = [Artifact.from_file("model", folder / "model.onnx", folder, "application/onnx"),
+            Artifact.from_file("tokenizer", folder / "tokenizer.json", folder, "application/json")]
+    ids = [TensorSpec(n, "int64", ["batch", "sequence"]) for n in ("input_ids", "attention_mask")]
+    text = TextSignature(**({"input": "text", "tokenizer": "tokenizer", "max_length": 128, "graph_inputs": ids, "lowercase": True}
+                            | text_overrides))
+    return Manifest(
+        model_name="topics", model_version="abc", task="multiclass-classification", artifacts=arts,
+        signature=Signature(opset=18, inputs=[TensorSpec("text", "string", ["batch"], columns=["message"])],
+                            outputs=[TensorSpec("logits", "float32", ["batch", 3]), TensorSpec("probabilities", "float32", ["batch", 3])],
+                            text=text, labels=["computers", "science", "work"]),
+        parity=ParityReport(atol=1e-5, rtol=1e-4, max_abs_diff=3e-8, max_rel_diff=1e-6, rows_checked=42, passed=True),
+        metrics={}, lineage=Lineage(data_fingerprint="a" * 64, source_model_sha256="b" * 64, seed=7),
+        serving=ServingNeeds(min_gpu_memory_gib=1, max_batch_size=64),
+    )
+
+
+def test_a_text_manifest_is_written_as_1_2_0_and_reads_back_whole(tmp_path):
+    manifest = _text_manifest(tmp_path)
+    assert manifest.schema_version == "1.2.0" == SCHEMA_VERSION
+    path = write_manifest(manifest, tmp_path / "manifest.json")
+    doc = json.loads(path.read_text())
+    jsonschema.validate(doc, manifest_schema())
+    assert doc["signature"]["text"]["graph_inputs"][0] == {"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]}
+    assert "pooling" not in doc["signature"]["text"], "pooling is stated for embedding models only"
+    again = read_manifest(path)
+    assert again.to_dict() == manifest.to_dict()
+    assert again.signature.graph_inputs == manifest.signature.text.graph_inputs and again.signature.labels == ["computers", "science", "work"]
+
+
+def test_a_tabular_manifest_stays_1_1_0_without_the_new_fields(written):
+    manifest, path = written
+    doc = json.loads(path.read_text())
+    assert doc["schema_version"] == "1.1.0" and manifest.schema_version == "1.1.0"
+    assert "text" not in doc["signature"] and "labels" not in doc["signature"], "a 1.1 reader knows every field"
+    assert read_manifest(path).signature.text is None
+
+
+def test_a_1_0_0_manifest_still_reads(written):
+    _, path = written
+    doc = json.loads(path.read_text())
+    doc["schema_version"] = "1.0.0"
+    path.write_text(json.dumps(doc))
+    assert read_manifest(path).schema_version == "1.0.0"
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d.update(schema_version="1.1.0"), r"uses signature.text, signature.labels, task 'multiclass-classification', which need "
+                                                 r"schema_version 1.2.0 or later, but says 1.1.0"),
+    (lambda d: d["signature"]["text"].update(tokenizer="vocab"), "names artifact 'vocab', which the manifest does not list"),
+    (lambda d: d["signature"]["text"].update(input="message"), r"signature.text.input 'message' is not a string input of the signature"),
+])
+def test_what_the_schema_cannot_say_about_a_text_manifest_is_checked_too(tmp_path, mutate, message):
+    doc = _text_manifest(tmp_path).to_dict()
+    mutate(doc)
+    with pytest.raises(ContractError, match=message):
+        validate_manifest_dict(doc)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d["signature"]["text"].update(max_length=1),
+    lambda d: d["signature"]["text"].update(truncation="middle"),
+    lambda d: d["signature"]["text"].update(padding="max_length"),
+    lambda d: d["signature"]["text"].update(pooling="cls"),
+    lambda d: d["signature"]["text"].update(stride=16),
+    lambda d: d["signature"]["text"].pop("graph_inputs"),
+    lambda d: d["signature"]["text"]["graph_inputs"][0].update(dtype="int8"),
+    lambda d: d["signature"].update(labels=[1, 2, 3]),
+    lambda d: d["model"].update(task="ranking"),
+])
+def test_stdlib_checker_agrees_with_jsonschema_on_invalid_text_manifests(tmp_path, mutate):
+    doc = _text_manifest(tmp_path).to_dict()
+    mutate(doc)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, manifest_schema())
+    with pytest.raises(ContractError, match="does not match the manifest schema"):
+        validate_manifest_dict(doc)
+
+
+# -- the policy report -------------------------------------------------------------------------------------------
+
+
+def _findings() -> list:
+    from lepton_cdk.contract import Finding
+
+    return [
+        Finding("lepton-aws", "LEP-NET-1", "error", "lepton-aws/Web/Open", "[LEP-NET-1] No world-open ingress: ...",
+                address="aws_security_group.Web_Open_1A2B3C4D", detail="ingress from 0.0.0.0/0"),
+        Finding("lepton-gcp", "LEP-RETAIN-1", "error", "lepton-gcp/Default/ModelBucket/Key", "[LEP-RETAIN-1] ...",
+                suppressed=True, reason="dev stack that cdktf destroy must delete"),
+        Finding("lepton-gcp", "LEP-X-9", "info", "lepton-gcp/Default/Serving", "noted"),
+    ]
+
+
+def test_policy_report_schema_is_valid_and_what_the_writer_writes_reads_back(tmp_path):
+    from lepton_cdk.contract import (
+        POLICY_REPORT_FILENAME,
+        policy_report_schema,
+        read_policy_report,
+        write_policy_report,
+    )
+
+    jsonschema.Draft202012Validator.check_schema(policy_report_schema())
+    path = write_policy_report(tmp_path, _findings())
+    assert path == tmp_path / POLICY_REPORT_FILENAME
+    jsonschema.validate(json.loads(path.read_text()), policy_report_schema())
+    assert read_policy_report(tmp_path) == _findings()
+    assert [f.failing for f in read_policy_report(tmp_path)] == [True, False, False]
+    assert read_policy_report(tmp_path / "no-synth-here") is None
+
+
+def test_a_report_from_before_address_and_detail_still_reads_and_extra_fields_are_ignored(tmp_path):
+    from lepton_cdk.contract import POLICY_REPORT_FILENAME, read_policy_report
+
+    (tmp_path / POLICY_REPORT_FILENAME).write_text(json.dumps({"schema_version": "1.0.0", "generator": "older lepton-cdk", "findings": [
+        {"stack": "s", "rule": "LEP-S3-1", "level": "warning", "resource": "s/B", "message": "m", "added_later": 1}]}))
+    [finding] = read_policy_report(tmp_path)
+    assert (finding.rule, finding.level, finding.suppressed, finding.reason, finding.address, finding.detail) == (
+        "LEP-S3-1", "warning", False, "", "", "")
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d["findings"][0].pop("rule"),
+    lambda d: d["findings"][0].update(level="fatal"),
+    lambda d: d["findings"][0].update(suppressed="yes"),
+    lambda d: d.update(findings={"0": d["findings"][0]}),
+    lambda d: d.pop("findings"),
+])
+def test_stdlib_checker_agrees_with_jsonschema_on_invalid_policy_reports(tmp_path, mutate):
+    from lepton_cdk.contract import POLICY_REPORT_FILENAME, policy_report_doc, policy_report_schema, read_policy_report
+
+    doc = policy_report_doc(_findings())
+    mutate(doc)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, policy_report_schema())
+    (tmp_path / POLICY_REPORT_FILENAME).write_text(json.dumps(doc))
+    with pytest.raises(ContractError, match="does not match the policy report schema.*regenerate it with `cdktf synth`"):
+        read_policy_report(tmp_path)
+
+
+def test_policy_report_of_a_newer_major_version_or_not_json_is_refused_in_one_line(tmp_path):
+    from lepton_cdk.contract import POLICY_REPORT_FILENAME, read_policy_report
+
+    report = tmp_path / POLICY_REPORT_FILENAME
+    report.write_text(json.dumps({"schema_version": "2.0.0", "findings": []}))
+    with pytest.raises(SchemaVersionError, match=r"policy report .* schema_version 2\.0\.0 .* upgrade lepton-cdk"):
+        read_policy_report(tmp_path)
+    report.write_text("{")
+    with pytest.raises(ContractError, match="is not valid JSON") as err:
+        read_policy_report(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_the_checks_write_and_the_review_reads_the_contract_report_not_copies_of_it():
+    import lepton_cdk.checks as checks
+    import lepton_cdk.checks.engine as engine
+    import lepton_cdk.contract.policy_report as report
+    import lepton_cdk.review.policy as review_policy
+
+    # one owner: a re-declared file name, finding type or reader would drift from what the other side reads
+    assert checks.Finding is engine.Finding is review_policy.Finding is report.Finding
+    assert review_policy.read_policy_report is report.read_policy_report and checks.write_report is report.write_policy_report
+    assert checks.REPORT_FILENAME == report.POLICY_REPORT_FILENAME

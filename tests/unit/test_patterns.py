@@ -47,13 +47,13 @@ def built(manifest_path):
     app = framework.Testing.app()
     scenarios = {
         "aws-default": dict(cloud="aws"),
-        "aws-full": dict(cloud="aws", node_type="g6.xlarge", node_count=2, spot=True, image="ami-0123456789abcdef0",
+        "aws-full": dict(cloud="aws", instance_type="g6.xlarge", node_count=2, spot=True, image="ami-0123456789abcdef0",
                          managed_endpoint=True, managed_instance_type="ml.g4dn.xlarge", source=GCS, transfer_mode="full",
                          transfer_schedule=TransferSchedule.daily(dt.date(2027, 1, 4)), alert_emails=["oncall@acme.io"],
                          capacity_timeout_min=0, certificate=Certificate()),
         "aws-existing": "existing",
         "gcp-default": dict(cloud="gcp"),
-        "gcp-full": dict(cloud="gcp", node_type="g2-standard-8", node_count=3, spot=True, source=S3, alert_emails=["oncall@acme.io"]),
+        "gcp-full": dict(cloud="gcp", instance_type="g2-standard-8", node_count=3, spot=True, source=S3, alert_emails=["oncall@acme.io"]),
     }
     out = {}
     for name, props in scenarios.items():
@@ -64,7 +64,7 @@ def built(manifest_path):
             google.provider.GoogleProvider(stack, "google", project="lepton-demo", region="us-central1")
         if props == "existing":
             bucket = lepton_aws.ModelBucket.from_bucket_name(stack, "Existing", "acme-models",
-                                                             key_arn="arn:aws:kms:us-east-1:123456789012:key/0f0e0d0c-0b0a-0908-0706-050403020100")
+                                                             kms_key_id="arn:aws:kms:us-east-1:123456789012:key/0f0e0d0c-0b0a-0908-0706-050403020100")
             target = MigrationTarget(stack, "Target", cloud="aws", manifest=manifest_path, bucket=bucket, retain_data=False)
         else:
             target = MigrationTarget(stack, "Default", manifest=manifest_path, **props)
@@ -202,13 +202,13 @@ def _problems(manifest_path, **props) -> list[str]:
 
 def test_every_problem_is_reported_at_once(manifest_path):
     problems = _problems(manifest_path, cloud="aws", node_count=-1, spot="yes", alert_emails=["nobody"], source=S3,
-                         managed_instance_type="ml.g5.xlarge", node_type="g2-standard-4", image="ubuntu", certificate="my-cert")
+                         managed_instance_type="ml.g5.xlarge", instance_type="g2-standard-4", image="ubuntu", certificate="my-cert")
     text = " | ".join(problems)
     assert len(problems) == 8, problems
     assert "certificate=str has no .arn" in text
     for part in ("node_count=-1", "spot='yes' is not a bool", "'nobody', which is not an e-mail address",
                  "source=S3Source cannot feed a aws target", "pass GcsSource(...)", "managed_instance_type was given without managed_endpoint",
-                 "node_type='g2-standard-4' is an GCP type", "image='ubuntu' is not an AMI id"):
+                 "instance_type='g2-standard-4' is an GCP type", "image='ubuntu' is not an AMI id"):
         assert part in text, part
 
 
@@ -217,11 +217,11 @@ def test_cloud_mismatched_props_are_refused_on_gcp(manifest_path):
     other = TerraformStack(app, "other")
     s3_bucket = lepton_aws.ModelBucket.from_bucket_name(other, "Existing", "acme-models")
     problems = _problems(manifest_path, cloud="gcp", managed_endpoint=True, enforce_tls=False, source=GCS, bucket=s3_bucket,
-                         node_type="g5.xlarge", image="ami-0123456789abcdef0", capacity_timeout_min=0)
+                         instance_type="g5.xlarge", image="ami-0123456789abcdef0", capacity_timeout_min=0)
     text = " | ".join(problems)
     assert len(problems) == 7, problems
     for part in ("managed_endpoint=True is AWS only", "enforce_tls=False is AWS only", "pass S3Source(...)",
-                 "bucket is an S3 bucket but cloud='gcp'", "node_type='g5.xlarge' is an AWS type", "image='ami-0123456789abcdef0' is an AMI id",
+                 "bucket is an S3 bucket but cloud='gcp'", "instance_type='g5.xlarge' is an AWS type", "image='ami-0123456789abcdef0' is an AMI id",
                  "capacity_timeout_min is AWS only"):
         assert part in text, part
 

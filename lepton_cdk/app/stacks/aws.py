@@ -14,17 +14,15 @@ the constructs it composes never create either.
 
 from __future__ import annotations
 
+from lepton_cdk.aws.routing import TrafficSplit
 from lepton_cdk.checks.aspect import PolicyChecks
 from lepton_cdk.contract import Manifest
 from lepton_cdk.core.framework import Construct, LocalBackend, TerraformOutput, TerraformStack, aws
 from lepton_cdk.patterns import GcsSource, MigrationTarget
+from lepton_cdk.testing import AWS_SERVICES, AwsEmulator  # noqa: F401  AWS_SERVICES: the app's tests read it here
 
 from ..config import InfraConfig
 from . import RETAIN_DATA_OFF_REASON
-
-# Every AWS service the stack calls; with LEPTON_AWS_ENDPOINT set, each one points at the emulator.
-AWS_SERVICES = ("autoscaling", "cloudwatch", "datasync", "ec2", "elbv2", "events", "iam", "kms", "logs", "s3", "sagemaker",
-                "secretsmanager", "sns", "ssm", "sts")
 
 
 def aws_provider(scope: Construct, config: InfraConfig) -> aws.provider.AwsProvider:
@@ -33,26 +31,18 @@ def aws_provider(scope: Construct, config: InfraConfig) -> aws.provider.AwsProvi
     Credentials never appear in the synthesized JSON: the provider reads them
     from the environment (``AWS_ACCESS_KEY_ID`` ...), a profile or an instance role.
     """
-    p = aws.provider
-    if config.aws_endpoint is None:
+    emulator = _emulator(config)
+    if emulator is None:
+        p = aws.provider
         tags = p.AwsProviderDefaultTags(tags={"managed-by": "lepton-cdk", "lepton:stack": config.stack_name("aws")})
         return p.AwsProvider(scope, "aws", region=config.aws_region, default_tags=[tags])
-    endpoint = config.aws_endpoint
-    # No default_tags on an emulator: moto copies a launch template's own tags into its launch data,
-    # which Terraform then reports as drift on every plan.
-    return p.AwsProvider(
-        scope, "aws",
-        region=config.aws_region,
-        endpoints=[p.AwsProviderEndpoints(**{service: endpoint for service in AWS_SERVICES})],
-        s3_use_path_style=True,
-        # No skip_requesting_account_id: with it the provider reads rules that reference a security group back as
-        # "<account>/sg-..." and every re-plan drifts; the emulator answers the account lookup.
-        skip_credentials_validation=True,
-        skip_metadata_api_check="true",
-        skip_region_validation=True,
-        # An emulator gap should fail in seconds, not retry for minutes.
-        max_retries=2,
-    )
+    # The emulator's settings, and why each one (no default_tags among them), are lepton_cdk.testing's: one definition
+    # shared with users' own tests and the project's.
+    return emulator.provider(scope, "aws")
+
+
+def _emulator(config: InfraConfig) -> AwsEmulator | None:
+    return AwsEmulator(config.aws_endpoint, region=config.aws_region) if config.aws_endpoint is not None else None
 
 
 class AwsTargetStack(TerraformStack):
@@ -65,6 +55,7 @@ class AwsTargetStack(TerraformStack):
     ``LEPTON_MANAGED_ENDPOINT``: ``sagemaker_endpoint_name``,
     ``sagemaker_endpoint_url``; with a ``gs://`` ``LEPTON_SOURCE_URI``:
     ``data_bucket_name``, ``transfer_id``.
+    With ``LEPTON_CUTOVER_DNS=aws``: ``traffic_endpoint_url`` (the weighted name, ``TrafficSplit``).
     """
 
     def __init__(self, scope: Construct, id: str, *, config: InfraConfig, manifest: Manifest) -> None:
@@ -76,13 +67,14 @@ class AwsTargetStack(TerraformStack):
 
         # A TLS-only policy locks out an emulator reached over plain HTTP (and moto treats the
         # policy's condition as always true); real AWS, and an https emulator, keep it.
-        enforce_tls = not (config.aws_endpoint or "").startswith("http://")
+        emulator = _emulator(config)
+        enforce_tls = emulator is None or emulator.enforce_tls
         source = config.source if config.source is not None and config.source.target == "aws" else None
         self.target = MigrationTarget(
             self, "Default",
             cloud="aws",
             manifest=manifest,
-            node_type=config.aws_instance_type,
+            instance_type=config.aws_instance_type,
             node_count=config.node_count,
             spot=config.spot,
             image=config.image_id,
@@ -99,17 +91,13 @@ class AwsTargetStack(TerraformStack):
         self.policy_checks = PolicyChecks.apply(self)
         if not config.retain_data:
             PolicyChecks.suppress(self.target, "LEP-RETAIN-1", reason=RETAIN_DATA_OFF_REASON)
-        if not enforce_tls:
-            for bucket in (self.target.bucket, self.target.data_bucket):
-                if bucket is not None:
-                    PolicyChecks.suppress(bucket, "LEP-S3-1", reason=(
-                        f"LEPTON_AWS_ENDPOINT={config.aws_endpoint} is a plain-HTTP emulator: a TLS-only policy would lock "
-                        "the stack out of its own bucket; real AWS keeps the policy"))
+        if emulator is not None:
+            emulator.suppress_tls_policy(self.target.bucket, self.target.data_bucket)
 
         outputs = {
             "bucket_name": (self.bucket.bucket_name, "Name of the S3 bucket holding the model artifacts"),
             "bucket_arn": (self.bucket.bucket_arn, "ARN of the model bucket"),
-            "kms_key_arn": (self.bucket.key_arn, "ARN of the KMS key encrypting the bucket"),
+            "kms_key_arn": (self.bucket.kms_key_id, "ARN of the KMS key encrypting the bucket"),
             "model_uri": (self.artifacts.model_uri, "s3:// URI of the primary model artifact"),
             "model_prefix_uri": (self.artifacts.prefix_uri, "s3:// URI of the folder holding every artifact of this model version"),
             "model_sha256": (self.artifacts.model_sha256, "sha256 of the primary model artifact, from the manifest"),
@@ -121,3 +109,15 @@ class AwsTargetStack(TerraformStack):
         }
         for name, (value, description) in outputs.items():
             TerraformOutput(self, name, value=value, description=description)
+
+        # LEPTON_CUTOVER_*: one name in front of the old and the new endpoint; a cutover step changes only the weight.
+        split = config.traffic_split
+        self.traffic_split = None
+        if split is not None and split.dns == "aws":
+            self.traffic_split = TrafficSplit(
+                self, "TrafficSplit", zone=split.zone, record_name=split.record_name,
+                old_endpoint=split.old_endpoint or self.target.serving, new_endpoint=split.new_endpoint or self.target.serving,
+                new_weight_percent=split.weight_percent,
+            )
+            TerraformOutput(self, "traffic_endpoint_url", value=self.traffic_split.endpoint_url,
+                            description="URL callers use: the weighted name in front of the old and the new endpoint")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from lepton_cdk.checks.aspect import PolicyChecks
 from lepton_cdk.contract import Manifest
 from lepton_cdk.core.framework import Construct, LocalBackend, TerraformOutput, TerraformStack, google
+from lepton_cdk.gcp.routing import TrafficSplit
 from lepton_cdk.patterns import MigrationTarget, S3Source
 
 from ..config import InfraConfig
@@ -40,6 +41,7 @@ class GcpTargetStack(TerraformStack):
     ``node_group_name``, ``node_service_account_email``,
     ``serving_endpoint_url``, ``serving_ip_address``; with an ``s3://``
     ``LEPTON_SOURCE_URI``: ``data_bucket_name``, ``transfer_id``.
+    With ``LEPTON_CUTOVER_DNS=gcp``: ``traffic_endpoint_url`` (the weighted name, ``TrafficSplit``).
     """
 
     def __init__(self, scope: Construct, id: str, *, config: InfraConfig, manifest: Manifest) -> None:
@@ -54,7 +56,7 @@ class GcpTargetStack(TerraformStack):
             self, "Default",
             cloud="gcp",
             manifest=manifest,
-            node_type=config.gcp_machine_type,
+            instance_type=config.gcp_machine_type,
             node_count=config.node_count,
             spot=config.spot,
             source=S3Source(bucket=source.bucket, role_arn=source.role_arn or "", prefix=source.prefix) if source is not None else None,
@@ -70,7 +72,7 @@ class GcpTargetStack(TerraformStack):
         outputs = {
             "bucket_name": (self.bucket.bucket_name, "Name of the Cloud Storage bucket holding the model artifacts"),
             "bucket_url": (self.bucket.bucket_url, "gs:// URL of the model bucket"),
-            "kms_key_id": (self.bucket.key_id, "Id of the Cloud KMS key encrypting the bucket"),
+            "kms_key_id": (self.bucket.kms_key_id, "Id of the Cloud KMS key encrypting the bucket"),
             "model_uri": (self.artifacts.model_uri, "gs:// URI of the primary model artifact"),
             "model_prefix_uri": (self.artifacts.prefix_uri, "gs:// URI of the folder holding every artifact of this model version"),
             "model_sha256": (self.artifacts.model_sha256, "sha256 of the primary model artifact, from the manifest"),
@@ -82,3 +84,15 @@ class GcpTargetStack(TerraformStack):
         }
         for name, (value, description) in outputs.items():
             TerraformOutput(self, name, value=value, description=description)
+
+        # LEPTON_CUTOVER_*: one name in front of the old and the new endpoint; a cutover step changes only the weight.
+        split = config.traffic_split
+        self.traffic_split = None
+        if split is not None and split.dns == "gcp":
+            self.traffic_split = TrafficSplit(
+                self, "TrafficSplit", zone=split.zone, record_name=split.record_name,
+                old_endpoint=split.old_endpoint or self.target.serving, new_endpoint=split.new_endpoint or self.target.serving,
+                new_weight_percent=split.weight_percent,
+            )
+            TerraformOutput(self, "traffic_endpoint_url", value=self.traffic_split.endpoint_url,
+                            description="URL callers use: the weighted name in front of the old and the new endpoint")
