@@ -32,6 +32,16 @@ LEPTON_SOURCE_HMAC_SECRET   (with gs://)                    Secrets Manager secr
 LEPTON_DATASYNC_AGENTS      (with gs://)                    comma-separated DataSync agent ARNs
 LEPTON_SOURCE_ROLE_ARN      (with s3://)                    IAM role Storage Transfer Service assumes (federation)
 LEPTON_TRANSFER_MODE        incremental                     full or incremental
+LEPTON_CUTOVER_DNS          (no traffic split)              aws or gcp: the stack whose DNS (Route 53 weighted
+                                                            records / Cloud DNS WRR) puts one name in front of the
+                                                            old and the new endpoint
+LEPTON_CUTOVER_ZONE         (with LEPTON_CUTOVER_DNS)       Route 53 hosted zone id / Cloud DNS managed zone name
+LEPTON_CUTOVER_RECORD       (with LEPTON_CUTOVER_DNS)       the name callers use, e.g. model.internal.example.com
+LEPTON_CUTOVER_OLD_ENDPOINT (that stack's serving)          URL or address traffic moves from
+LEPTON_CUTOVER_NEW_ENDPOINT (that stack's serving)          URL or address traffic moves to (set at least one of
+                                                            the two; the unset one is that stack's load balancer)
+LEPTON_CUTOVER_WEIGHT       0                               percent of answers naming the new endpoint (0-100):
+                                                            the one setting a cutover step changes
 ==========================  ==============================  =================================================
 """
 
@@ -86,6 +96,18 @@ class TransferSource:
 
 
 @dataclass(frozen=True)
+class TrafficSplitSettings:
+    """``LEPTON_CUTOVER_*``: one DNS name in front of the old and the new endpoint, split by weight (a cutover step)."""
+
+    dns: str  # "aws" (Route 53) or "gcp" (Cloud DNS): the stack that declares the records
+    zone: str
+    record_name: str
+    old_endpoint: str | None = None  # None: the DNS stack's own serving load balancer
+    new_endpoint: str | None = None
+    weight_percent: int = 0  # percent of answers naming the new endpoint
+
+
+@dataclass(frozen=True)
 class InfraConfig:
     """Everything the infra app needs to build its stacks."""
 
@@ -108,6 +130,7 @@ class InfraConfig:
     sagemaker_instance_type: str = "ml.g5.xlarge"
     source: TransferSource | None = None
     transfer_mode: str = "incremental"
+    traffic_split: TrafficSplitSettings | None = None
 
     def stack_name(self, target: str) -> str:
         """``<prefix>-<target>``."""
@@ -209,6 +232,7 @@ class InfraConfig:
             sagemaker_instance_type=sagemaker_type,
             source=source,
             transfer_mode=transfer_mode,
+            traffic_split=_traffic_split_from_env(get, targets),
         )
 
 
@@ -251,3 +275,50 @@ def _source_from_env(get: Callable[[str], str | None], targets: tuple[str, ...])
         if get(name) is not None:
             raise _bad(name, get(name) or "", "it applies to gs:// sources only; unset it")
     return TransferSource("s3", bucket, prefix, role_arn=role)
+
+
+_CUTOVER_SETTINGS = ("LEPTON_CUTOVER_ZONE", "LEPTON_CUTOVER_RECORD", "LEPTON_CUTOVER_OLD_ENDPOINT", "LEPTON_CUTOVER_NEW_ENDPOINT",
+                     "LEPTON_CUTOVER_WEIGHT")
+
+
+def _traffic_split_from_env(get: Callable[[str], str | None], targets: tuple[str, ...]) -> TrafficSplitSettings | None:
+    """``LEPTON_CUTOVER_*`` checked; None when ``LEPTON_CUTOVER_DNS`` is unset."""
+    from lepton_cdk.core.routing import WEIGHT_TOTAL, parse_endpoint
+
+    dns = get("LEPTON_CUTOVER_DNS")
+    if dns is None:
+        for name in _CUTOVER_SETTINGS:
+            if get(name) is not None:
+                raise _bad(name, get(name) or "", "it only applies with LEPTON_CUTOVER_DNS (aws or gcp, the stack whose DNS splits "
+                           "the traffic); set that too, or unset this")
+        return None
+    dns = dns.lower()
+    if dns not in TARGETS:
+        raise _bad("LEPTON_CUTOVER_DNS", dns, "use aws (Route 53 weighted records) or gcp (Cloud DNS weighted round robin)")
+    if dns not in targets:
+        raise _bad("LEPTON_CUTOVER_DNS", dns, f"the {dns} stack declares the records, and LEPTON_TARGET does not build it; set "
+                   f"LEPTON_TARGET={dns} or all")
+    zone, record = get("LEPTON_CUTOVER_ZONE"), get("LEPTON_CUTOVER_RECORD")
+    if zone is None:
+        raise _bad("LEPTON_CUTOVER_DNS", dns, "a traffic split needs LEPTON_CUTOVER_ZONE: the Route 53 hosted zone id (aws) or the "
+                   "Cloud DNS managed zone name (gcp)")
+    if record is None or "." not in record.strip(".") or any(c.isspace() for c in record):
+        raise _bad("LEPTON_CUTOVER_RECORD", record or "", "set the fully qualified name callers use, e.g. model.internal.example.com")
+    endpoints = {}
+    for side in ("OLD", "NEW"):
+        name = f"LEPTON_CUTOVER_{side}_ENDPOINT"
+        value = get(name)
+        if value is not None:
+            parsed = parse_endpoint(value, name)
+            if isinstance(parsed, str):
+                raise ConfigError(parsed)
+        endpoints[side] = value
+    if endpoints["OLD"] is None and endpoints["NEW"] is None:
+        raise _bad("LEPTON_CUTOVER_DNS", dns, "set LEPTON_CUTOVER_OLD_ENDPOINT or LEPTON_CUTOVER_NEW_ENDPOINT (the other one "
+                   f"defaults to the {dns} stack's own load balancer)")
+    raw_weight = get("LEPTON_CUTOVER_WEIGHT") or "0"
+    if not raw_weight.isdigit() or not 0 <= int(raw_weight) <= WEIGHT_TOTAL:
+        raise _bad("LEPTON_CUTOVER_WEIGHT", raw_weight, f"use a whole percent from 0 (all traffic on the old endpoint) to "
+                   f"{WEIGHT_TOTAL} (all on the new one)")
+    return TrafficSplitSettings(dns=dns, zone=zone, record_name=record.rstrip("."), old_endpoint=endpoints["OLD"],
+                                new_endpoint=endpoints["NEW"], weight_percent=int(raw_weight))
