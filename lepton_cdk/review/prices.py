@@ -7,15 +7,27 @@ talks to a pricing API: a review must run offline and give the same answer
 twice.
 
 Columns: ``cloud`` (aws, gcp), ``region`` (a region code, ``*``, or
-``|``-separated shell patterns such as ``us-*|eu-*``), ``kind`` (instance,
-accelerator, storage, egress, ingress), ``sku`` (instance type, accelerator
-type, storage class, or egress destination: ``internet`` or
-``inter-region``), ``pricing`` (on-demand, spot, list), ``unit`` (hour,
-GB-month, GB; a GB is 2^30 bytes, as both clouds bill), ``price_usd``,
+``|``-separated shell patterns such as ``us-*|eu-*``), ``kind`` (see
+:data:`KINDS`), ``sku`` (instance type, accelerator type, storage class,
+disk type, egress destination ``internet`` or ``inter-region``, ...),
+``pricing`` (on-demand, spot, list), ``unit`` (one of the kind's units in
+:data:`KINDS`; a GB is 2^30 bytes, as both clouds bill), ``price_usd``,
 ``gpu_memory_gib`` (instances and accelerators with a GPU), ``tier_start_gib``
 / ``tier_end_gib`` (egress tiers, per month; an empty end is unbounded),
 ``source_url``, ``retrieved`` (YYYY-MM-DD) and ``note`` (spot rows say
 ESTIMATE).
+
+A kind says what is priced, its unit how: ``instance`` / ``accelerator``
+(VMs and GPUs a node group runs: what ``lepton target recommend`` ranks),
+``managed-instance`` (SageMaker hosting instances), ``storage`` (object
+storage, log storage), ``disk`` (block volumes by type: per GB-month, and
+gp3's provisioned IOPS / throughput above the free baseline),
+``requests`` (per 1,000 object-storage requests), ``key`` (KMS keys and
+key versions), ``alarm`` (alarm metrics, alerting conditions, time series
+read), ``load-balancer`` (hours, capacity units, GB processed), ``network``
+(NAT gateways and interface endpoints: hours and GB processed), ``logs``
+(GB ingested), ``transfer-service`` (DataSync / Storage Transfer Service per
+GB), ``dns`` (hosted zones, health checks), ``egress`` / ``ingress`` (GB).
 """
 
 from __future__ import annotations
@@ -32,7 +44,20 @@ from .errors import CatalogError
 COLUMNS = ("cloud", "region", "kind", "sku", "pricing", "unit", "price_usd", "gpu_memory_gib",
            "tier_start_gib", "tier_end_gib", "source_url", "retrieved", "note")
 REQUIRED = ("cloud", "region", "kind", "sku", "pricing", "unit", "price_usd", "source_url", "retrieved")
-KINDS = {"instance": "hour", "accelerator": "hour", "storage": "GB-month", "egress": "GB", "ingress": "GB"}
+# kind -> the units its prices may be quoted in (the first is the usual one).
+KINDS: dict[str, tuple[str, ...]] = {
+    "instance": ("hour",), "accelerator": ("hour",), "managed-instance": ("hour",),
+    "storage": ("GB-month",), "egress": ("GB",), "ingress": ("GB",),
+    "disk": ("GB-month", "IOPS-month", "MBps-month"),
+    "requests": ("1000-requests",),
+    "key": ("key-month",),
+    "alarm": ("alarm-month", "condition-month", "million-series"),
+    "load-balancer": ("hour", "LCU-hour", "GB"),
+    "network": ("hour", "GB"),
+    "logs": ("GB",),
+    "transfer-service": ("GB",),
+    "dns": ("zone-month", "check-month", "million-queries"),
+}
 PRICINGS = ("on-demand", "spot", "list")
 
 
@@ -85,8 +110,9 @@ def _row(raw: dict[str, str], where: str) -> PriceRow:
                            "a source_url and the date it was retrieved (YYYY-MM-DD)")
     if values["kind"] not in KINDS:
         raise CatalogError(f"price catalog {where}: kind {values['kind']!r} is not one of {', '.join(KINDS)}")
-    if values["unit"] != KINDS[values["kind"]]:
-        raise CatalogError(f"price catalog {where}: a {values['kind']} price is per {KINDS[values['kind']]}, not {values['unit']!r}")
+    if values["unit"] not in KINDS[values["kind"]]:
+        raise CatalogError(f"price catalog {where}: a {values['kind']} price is per {' or per '.join(KINDS[values['kind']])}, "
+                           f"not {values['unit']!r}")
     if values["pricing"] not in PRICINGS:
         raise CatalogError(f"price catalog {where}: pricing {values['pricing']!r} is not one of {', '.join(PRICINGS)}")
     if not values["source_url"].startswith(("https://", "http://")):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lepton_cdk.cli import main
-from lepton_cdk.contract import SchemaVersionError, read_manifest
+from lepton_cdk.contract import ContractError, SchemaVersionError, read_manifest
 from lepton_cdk.review import COMMENT_MARKER, ReviewError, build_review, render_markdown, review_to_dict
 from lepton_cdk.review import policy as policy_module
 from tests.support.manifests import write_fake_manifest
@@ -53,8 +53,14 @@ def stack(review, name):
     return next(s for s in review.stacks if s.name == name)
 
 
-def line(stack_review, label_part):
-    (found,) = [c for c in stack_review.costs if label_part in c.label]
+def component(stack_review, address_part, name_part):
+    """The one cost component of the head whose resource address contains ``address_part`` and name ``name_part``."""
+    (found,) = [c for r in stack_review.cost_head.resources if address_part in r.address for c in r.components if name_part in c.name]
+    return found
+
+
+def resource(stack_review, address_part):
+    (found,) = [r for r in stack_review.cost_head.resources if address_part in r.address]
     return found
 
 
@@ -79,21 +85,25 @@ def test_gpu_node_and_storage_costs_match_the_catalog_by_hand(synth):
     review = build_review(out, checkov=False)
     aws, gcp = stack(review, AWS), stack(review, GCP)
     # the demo's defaults: one g5.xlarge in us-east-1, one g2-standard-4 (L4 bundled) in us-central1
-    assert line(aws, "g5.xlarge on-demand").total_usd == pytest.approx(1 * 730 * catalog_price("aws", "us-east-1", "g5.xlarge", "on-demand"))
-    spot = line(aws, "g5.xlarge spot")
-    assert spot.total_usd == pytest.approx(730 * catalog_price("aws", "us-east-1", "g5.xlarge", "spot")) and spot.estimate
-    g2 = line(gcp, "g2-standard-4 on-demand")
-    assert g2.total_usd == pytest.approx(730 * catalog_price("gcp", "us-central1", "g2-standard-4", "on-demand"))
-    assert "includes nvidia-l4" in g2.inputs  # bundled: no separate accelerator charge
-    artifact_bytes = sum(a.bytes for a in read_manifest(manifest_path, verify=False).artifacts)
-    s3 = line(aws, "model artifacts")
-    assert f"{artifact_bytes:,} bytes" in s3.inputs
-    assert s3.total_usd == pytest.approx(artifact_bytes / 2**30 * catalog_price("aws", "us-east-1", "s3-standard", "list"))
-    gcs = line(gcp, "model artifacts")
-    assert gcs.total_usd == pytest.approx(artifact_bytes / 2**30 * catalog_price("gcp", "us-central1", "gcs-standard", "list"))
-    # --manifest gives the same bytes as the uploaded asset files
-    with_manifest = build_review(out, manifest=manifest_path, checkov=False)
-    assert line(stack(with_manifest, AWS), "model artifacts").inputs == s3.inputs
+    nodes = component(aws, "aws_autoscaling_group", "instances")
+    assert nodes.monthly == pytest.approx(1 * 730 * catalog_price("aws", "us-east-1", "g5.xlarge", "on-demand"))
+    assert nodes.spot_monthly == pytest.approx(730 * catalog_price("aws", "us-east-1", "g5.xlarge", "spot")) and nodes.estimate
+    g2 = component(gcp, "region_instance_group_manager", "instances")
+    assert g2.monthly == pytest.approx(730 * catalog_price("gcp", "us-central1", "g2-standard-4", "on-demand"))
+    gpus = [c for c in resource(gcp, "region_instance_group_manager").components if "GPU" in c.name]
+    assert gpus == []  # bundled: no separate accelerator charge
+    # every uploaded object is priced by its bytes: the manifest's artifacts, as staged in cdktf.out
+    artifacts = read_manifest(manifest_path, verify=False).artifacts
+    s3 = [component(aws, f"Object-{a.name}_", "storage") for a in artifacts]
+    assert sum(c.quantity for c in s3) * 2**30 == pytest.approx(sum(a.bytes for a in artifacts))
+    assert sum(c.monthly for c in s3) == pytest.approx(sum(a.bytes for a in artifacts) / 2**30
+                                                       * catalog_price("aws", "us-east-1", "s3-standard", "list"))
+    gcs = [component(gcp, f"Object-{a.name}_", "storage") for a in artifacts]
+    assert sum(c.monthly for c in gcs) == pytest.approx(sum(a.bytes for a in artifacts) / 2**30
+                                                        * catalog_price("gcp", "us-central1", "gcs-standard", "list"))
+    # --manifest prices the objects by the manifest's sizes (matched by key): the same bytes as the staged files
+    with_manifest = stack(build_review(out, manifest=manifest_path, checkov=False), AWS)
+    assert [component(with_manifest, f"Object-{a.name}_", "storage").quantity for a in artifacts] == [c.quantity for c in s3]
 
 
 def test_with_a_manifest_the_review_checks_what_every_stack_uploads(synth, out_copy):
@@ -113,10 +123,10 @@ def test_with_a_manifest_the_review_checks_what_every_stack_uploads(synth, out_c
     assert f"- `{GCP}` `artifact 'preprocessing'`: the stack uploads no object" in render_markdown(review)
 
 
-def test_node_group_min_and_max_sizes_and_attached_gpus_are_priced_separately(out_copy):
+def test_node_groups_are_priced_at_their_desired_size_with_attached_gpus_separately(out_copy):
     def aws(doc):
         (asg,) = doc["resource"]["aws_autoscaling_group"].values()
-        asg["min_size"], asg["max_size"] = 1, 3
+        asg["min_size"], asg["desired_capacity"], asg["max_size"] = 1, 2, 3
 
     def gcp(doc):
         (template,) = doc["resource"]["google_compute_instance_template"].values()
@@ -126,13 +136,13 @@ def test_node_group_min_and_max_sizes_and_attached_gpus_are_priced_separately(ou
     edit_stack(out_copy, GCP, gcp)
     review = build_review(out_copy, checkov=False)
     hourly = catalog_price("aws", "us-east-1", "g5.xlarge", "on-demand")
-    assert line(stack(review, AWS), "on-demand, min size").total_usd == pytest.approx(1 * 730 * hourly)
-    assert line(stack(review, AWS), "on-demand, max size").total_usd == pytest.approx(3 * 730 * hourly)
-    n1 = line(stack(review, GCP), "n1-standard-8 on-demand")
-    expected = 730 * (catalog_price("gcp", "us-central1", "n1-standard-8", "on-demand")
-                      + 2 * catalog_price("gcp", "us-central1", "nvidia-tesla-t4", "on-demand"))
-    assert n1.total_usd == pytest.approx(expected)
-    assert "2 x $0.35 nvidia-tesla-t4" in n1.inputs
+    nodes = component(stack(review, AWS), "aws_autoscaling_group", "instances")
+    assert (nodes.quantity, nodes.monthly) == (2 * 730, pytest.approx(2 * 730 * hourly))  # desired, not min or max
+    machine = component(stack(review, GCP), "region_instance_group_manager", "instances (n1-standard-8)")
+    gpus = component(stack(review, GCP), "region_instance_group_manager", "GPUs")
+    assert machine.monthly == pytest.approx(730 * catalog_price("gcp", "us-central1", "n1-standard-8", "on-demand"))
+    assert gpus.name == "GPUs (2 x nvidia-tesla-t4 per node)"
+    assert gpus.monthly == pytest.approx(2 * 730 * catalog_price("gcp", "us-central1", "nvidia-tesla-t4", "on-demand"))
 
 
 def test_an_unknown_instance_type_is_priced_unknown_never_zero(out_copy):
@@ -142,10 +152,11 @@ def test_an_unknown_instance_type_is_priced_unknown_never_zero(out_copy):
 
     edit_stack(out_copy, AWS, unknown)
     review = build_review(out_copy, checkov=False)
-    cost = line(stack(review, AWS), "g6.xlarge on-demand")
-    assert cost.total_usd is None and "g6.xlarge" in cost.reason and "us-east-1" in cost.reason
+    group = resource(stack(review, AWS), "aws_autoscaling_group")
+    assert group.status == "unknown" and "g6.xlarge" in group.reason and "us-east-1" in group.reason
     text = render_markdown(review)
-    assert "**unknown**" in text and "+ 1 unknown at min size" in text
+    assert "| instances (g6.xlarge) | 730 h | ? | **unknown** |" in text.replace("`aws_autoscaling_group.GpuNodes_319A5FAE` ", "")
+    assert "**1 unknown**" in text and f"- `{group.address}`: no on-demand price for g6.xlarge in aws us-east-1" in text
 
 
 def test_the_base_diff_lists_added_changed_and_removed_resources(synth, out_copy, tmp_path):
@@ -185,8 +196,8 @@ def test_markdown_is_one_marked_comment_with_costs_policy_and_migration(synth, t
     assert text.splitlines()[0] == COMMENT_MARKER
     assert "### `lepton-aws` (aws us-east-1)" in text and "### `lepton-gcp` (gcp us-central1)" in text
     assert "checkov: did not run: checkov is not installed" in text
-    g5 = 730 * catalog_price("aws", "us-east-1", "g5.xlarge", "on-demand")
-    assert f"1 node(s) x 730 h x $1.006/h = ${g5:,.2f}" in text
+    g5 = catalog_price("aws", "us-east-1", "g5.xlarge", "on-demand")
+    assert f"| instances (g5.xlarge) | 730 h | ${g5:g} / " in text and f"| ${730 * g5:,.2f} |" in text
     egress = 100 * catalog_price("aws", "us-*|eu-*", "internet", "list", tier_start="0")
     assert f"100 GB x $0.09 = ${egress:,.2f}" in text
     assert "egress waiver" in text and "retrieved 2024-06-01" in text and "--prices" in text
@@ -205,7 +216,11 @@ def test_the_policy_report_is_read_and_a_malformed_one_refused(out_copy):
     assert "suppressed `LEPTON-VERSIONING` lepton-aws/ModelBucket: scratch bucket" in text
     assert stack(review, GCP).findings == []
     report.write_text(json.dumps({"schema_version": "1.0.0", "findings": [{"stack": AWS}]}))
-    with pytest.raises(ReviewError, match="finding 0 lacks rule"):
+    with pytest.raises(ContractError, match=r"policy report .* \$\.findings\[0\]: missing required field 'rule'"):
+        build_review(out_copy, checkov=False)
+    report.write_text(json.dumps({"schema_version": "1.0.0", "findings": [
+        {"stack": AWS, "rule": "LEP-S3-1", "level": "fatal", "resource": "r", "message": "m"}]}))
+    with pytest.raises(ContractError, match="'fatal' is not one of"):
         build_review(out_copy, checkov=False)
     report.write_text(json.dumps({"schema_version": "2.0.0", "findings": []}))
     with pytest.raises(SchemaVersionError, match="policy report .* upgrade lepton-cdk"):
