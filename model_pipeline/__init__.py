@@ -1,19 +1,27 @@
 """model_pipeline: the ML half of lepton-cdk.
 
-Preprocess -> pretrain on the source domain -> transfer fine-tune on the
-target domain (``task + lambda * trans``) -> ONNX export -> parity gate ->
-``manifest.json``. Entry point: :func:`model_pipeline.pipeline.run_pipeline`.
+Load data -> load (or pretrain) the source model -> transfer fine-tune on
+the target domain (``task + lambda * trans``) -> evaluate -> ONNX export ->
+parity gate -> ``manifest.json``. Entry point:
+:func:`model_pipeline.pipeline.run_pipeline`, which runs the recipe for the
+run's source model (:mod:`model_pipeline.recipe`).
 
-Modules: ``datasets`` (bundled synthetic sample), ``data`` (load, clean,
-split, preprocess, fingerprint), ``schema`` (read any table, infer numeric
-and categorical columns, reconcile counts), ``config`` (YAML/TOML config
+Modules: ``recipe`` (the named stages and the runner), ``sources`` (what
+``--source-model`` is: a Hugging Face folder, your own network's weights,
+an ONNX file), ``pipeline`` (the tabular recipe), ``text_recipe``,
+``text_models``, ``text_train`` (Hugging Face text models: load, heads,
+LoRA, training, metrics), ``onnx_source`` (an ONNX file served as it is),
+``datasets`` (bundled synthetic sample), ``data`` (load, clean, split,
+preprocess, fingerprint), ``schema`` (read any table, infer numeric and
+categorical columns, reconcile counts), ``config`` (YAML/TOML config
 files), ``models`` (MLP, tabular transformer, low-rank adapters),
 ``losses``, ``train`` (strategies full/head/adapter), ``export`` (ONNX,
-categorical encoding in the graph), ``validate`` (parity gate),
-``quantize`` (int8, gated on decision agreement), ``report`` (Markdown,
-plots, TensorBoard), ``remote`` (SageMaker / Vertex AI job requests),
-``predict`` (verify, then score a table), ``pipeline``. Importing this
-package imports nothing heavy; import the module you need.
+categorical encoding in the graph, text models with dynamic axes),
+``validate`` (parity gates), ``quantize`` (int8, gated on decision
+agreement), ``report`` (Markdown, plots, TensorBoard), ``remote``
+(SageMaker / Vertex AI job requests), ``predict`` (verify, then score a
+table). Importing this package imports nothing heavy; import the module you
+need (transformers is imported only for a Hugging Face source).
 """
 
 from lepton_cdk.extras import require_extra

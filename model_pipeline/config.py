@@ -11,8 +11,13 @@ A file maps onto :class:`PipelineConfig` (below)::
     model:
       kind: mlp                    # or transformer
       hidden: [64, 32]
+    source:
+      model: models/bert-finetuned # a model you already have (see model_pipeline.sources); omit to pretrain one
+    text:
+      column: text                 # the text column of a Hugging Face source's tables
+      max_length: 128
     train:
-      strategy: adapter            # full | head | adapter
+      strategy: adapter            # full | head | adapter (= lora)
       lambda: 0.1
       consistency: kd              # mse (squared logit distance) | kd (distillation, uses temperature)
       temperature: 2.0
@@ -45,8 +50,10 @@ from lepton_cdk.yaml_documents import MAX_YAML_NODES, load_yaml  # noqa: F401 - 
 # The pipeline's vocabularies live here, with the config that validates against them, so reading and
 # checking a config (``--dry-run``, remote requests) never imports torch.
 LABEL = "default"  # the bundled sample's label column
-TASKS = ("classification", "regression")
-STRATEGIES = ("full", "head", "adapter")
+TASKS = ("classification", "regression", "embedding")  # embedding: a Hugging Face source only
+# adapter and lora are one strategy: low-rank adapters beside the backbone's Linear layers, merged before export
+STRATEGIES = ("full", "head", "adapter", "lora")
+POOLING = ("mean", "mean_normalized")
 CONSISTENCY = ("mse", "kd")  # mse: squared logit distance; kd: distillation with a temperature
 
 # (section, key) -> PipelineConfig field
@@ -62,6 +69,16 @@ KEYS: dict[tuple[str, str], str] = {
     ("data", "seed"): "seed",
     ("data", "n_source"): "n_source",
     ("data", "n_target"): "n_target",
+    ("source", "model"): "source_model",
+    ("source", "factory"): "model_factory",
+    ("text", "column"): "text_column",
+    ("text", "max_length"): "max_length",
+    ("text", "pooling"): "text_pooling",
+    ("text", "lr"): "text_lr",
+    ("text", "scratch_lr"): "text_scratch_lr",
+    ("text", "batch_size"): "text_batch_size",
+    ("text", "epochs"): "text_epochs",
+    ("text", "scratch_epochs"): "text_scratch_epochs",
     ("model", "kind"): "model",
     ("model", "hidden"): "hidden",
     ("model", "dropout"): "dropout",
@@ -107,7 +124,8 @@ _TUPLES = {"hidden", "drop_columns"}
 # milliseconds instead of after training
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_OPSETS = (18, 21)  # torch's ONNX function library targets 18; newer ones are converted
+_OPSETS = (18, 21)
+_FACTORY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")  # torch's ONNX function library targets 18; newer ones are converted
 
 
 class ConfigError(ValueError):
@@ -121,6 +139,12 @@ class PipelineConfig:
     Data: by default a sample of ``n_source`` source and ``n_target`` target
     rows is generated from ``seed``; give both ``source_csv`` and
     ``target_csv`` (CSV or Parquet) to train on your own tables instead.
+
+    Source model: by default one is pretrained on the source table. With
+    ``source_model`` (see :mod:`model_pipeline.sources`) the run starts from
+    a model you already have: a Hugging Face folder, weights for the
+    network ``model_factory`` builds, or an ONNX file (served as it is);
+    then ``target_csv`` is required and ``source_csv`` optional.
     """
 
     seed: int = 7
@@ -182,6 +206,18 @@ class PipelineConfig:
     remote_project: str | None = None
     remote_role_arn: str | None = None
     remote_output_uri: str | None = None
+    # --- a model you already have (model_pipeline.sources) ---
+    source_model: str | Path | None = None  # Default: pretrain a source model on the source table
+    model_factory: str | None = None  # "package.module:function" building the network that source_model's weights fit
+    # --- text models (a Hugging Face source) ---
+    text_column: str = "text"
+    max_length: int = 128  # tokens per text, special tokens included; Default 128, capped at the model's positions
+    text_pooling: str | None = None  # Default: the folder's (sentence-transformers Normalize: mean_normalized), else mean
+    text_lr: float | None = None  # Default: 5e-5 for strategy full, 1e-3 for head and adapter/lora
+    text_scratch_lr: float = 1e-4  # the from-scratch baseline (same architecture, random weights)
+    text_batch_size: int = 16
+    text_epochs: int = 10  # fine-tuning epochs (early stopping with `patience` applies)
+    text_scratch_epochs: int = 30
 
     @classmethod
     def small(cls, **overrides: Any) -> PipelineConfig:
@@ -256,19 +292,21 @@ class PipelineConfig:
         if self.torch_threads is not None:
             int_in("torch_threads", 1, 1024)
         check("label", isinstance(self.label, str) and bool(self.label), "a column name")
-        check("task", self.task in TASKS, "classification or regression")
+        check("task", self.task in TASKS, "classification, regression or embedding")
+        if self.task == "embedding" and self.source_model is None:
+            out.append("task='embedding' (allowed: with source_model, a Hugging Face encoder; tables train classification or regression)")
         check("model", self.model in ("mlp", "transformer"), "mlp or transformer")
         int_in("d_model", 4, 1024)
         int_in("n_heads", 1, 64)
         int_in("n_layers", 1, 12)
         if is_int(self.d_model) and is_int(self.n_heads) and self.n_heads > 0 and self.d_model % self.n_heads:
             out.append(f"d_model={shown(self.d_model)} (allowed: a multiple of n_heads={shown(self.n_heads)})")
-        check("strategy", self.strategy in STRATEGIES, "full, head or adapter")
+        check("strategy", self.strategy in STRATEGIES, "full, head, adapter or lora")
         int_in("adapter_rank", 1, 256)
         check("consistency", self.consistency in CONSISTENCY, "mse or kd")
         num_in("temperature", 0.0, 100.0, lo_open=True)
-        if self.consistency == "kd" and self.task == "regression":
-            out.append("consistency='kd' (allowed: mse for regression; kd needs class probabilities)")
+        if self.consistency == "kd" and self.task in ("regression", "embedding"):
+            out.append(f"consistency='kd' (allowed: mse for {self.task}; kd needs class probabilities)")
         if self.consistency == "mse" and is_num(self.temperature) and self.temperature != 1.0:
             out.append(f"temperature={shown(self.temperature)} (allowed: 1.0 with consistency mse, where it has no effect; set consistency: kd)")
         int_in("max_categories", 2, 10_000)
@@ -279,9 +317,25 @@ class PipelineConfig:
         num_in("min_agreement", 0.0, 1.0)
         for name in ("source_csv", "target_csv"):
             check(name, getattr(self, name) is None or is_path(getattr(self, name)), "a file path (CSV or Parquet), or s3:// / gs:// with --remote")
-        if (self.source_csv is None) != (self.target_csv is None):
+        if self.source_model is None and (self.source_csv is None) != (self.target_csv is None):
             out.append(f"source_csv={shown(self.source_csv)}, target_csv={shown(self.target_csv)} "
                        "(allowed: both set, or neither to generate the sample)")
+        check("source_model", self.source_model is None or is_path(self.source_model),
+              "a Hugging Face folder, a weights file (.safetensors or .pt) with model_factory, or an .onnx file")
+        check("model_factory", self.model_factory is None or (isinstance(self.model_factory, str)
+                                                              and bool(_FACTORY_RE.match(self.model_factory))),
+              "package.module:function")
+        if self.model_factory is not None and self.source_model is None:
+            out.append(f"model_factory={shown(self.model_factory)} (allowed: with source_model, the weights the factory's network loads)")
+        check("text_column", isinstance(self.text_column, str) and bool(self.text_column), "a column name")
+        int_in("max_length", 2, 65_536)
+        check("text_pooling", self.text_pooling is None or self.text_pooling in POOLING, "mean or mean_normalized")
+        if self.text_lr is not None:
+            num_in("text_lr", 0.0, 1.0, lo_open=True)
+        num_in("text_scratch_lr", 0.0, 1.0, lo_open=True)
+        int_in("text_batch_size", 1, 65_536)
+        int_in("text_epochs", 1, 1000)
+        int_in("text_scratch_epochs", 1, 1000)
         check("remote_image", isinstance(self.remote_image, str) and bool(self.remote_image.strip()), "a container image URI")
         for name in ("remote_instance_type", "remote_region", "remote_project", "remote_role_arn", "remote_output_uri"):
             check(name, getattr(self, name) is None or (isinstance(getattr(self, name), str) and bool(getattr(self, name).strip())),
@@ -297,7 +351,7 @@ class PipelineConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings)."""
         doc = asdict(self)
-        for key in ("source_csv", "target_csv"):
+        for key in ("source_csv", "target_csv", "source_model"):
             doc[key] = None if doc[key] is None else str(doc[key])
         doc["hidden"] = list(doc["hidden"])
         doc["drop_columns"] = list(doc["drop_columns"])
@@ -368,7 +422,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             field = KEYS[(section, key)]
             if field in _TUPLES and isinstance(value, list):
                 value = tuple(value)
-            if field in ("source_csv", "target_csv") and isinstance(value, str) and value and "://" not in value:
+            if field in ("source_csv", "target_csv", "source_model") and isinstance(value, str) and value and "://" not in value:
                 value = (path.parent / value) if not Path(value).is_absolute() else Path(value)
             overrides[field] = value
     return overrides
@@ -413,7 +467,7 @@ def resolve_config(config_file: str | Path | None = None, *, config_json: str | 
     else:
         overrides = config_from_json(config_json) if config_json else {}
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    for key in ("source_csv", "target_csv"):
+    for key in ("source_csv", "target_csv", "source_model"):
         value = overrides.get(key)
         if isinstance(value, str) and "://" not in value:
             overrides[key] = Path(value)

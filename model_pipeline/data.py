@@ -246,11 +246,13 @@ class Split:
 
 
 def split(df: pd.DataFrame, seed: int, val_frac: float = 0.15, test_frac: float = 0.2, label: str = LABEL,
-          task: str = "classification") -> Split:
+          task: str = "classification", classes: Sequence[float] | None = None) -> Split:
     """Stratified, seeded split: each class is shuffled and cut separately, so
     every partition keeps the label's base rate. Rows keep their original
     order within a partition; the same frame and seed give the same split.
-    For ``task="regression"`` the strata are the label's quintiles."""
+    For ``task="regression"`` the strata are the label's quintiles. The
+    classes are 0 and 1 unless ``classes`` lists them (multi-class: the
+    label holds class indices)."""
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise DataError(f"val_frac={val_frac} and test_frac={test_frac} must each lie in (0, 1) and sum to less than 1")
     rng = np.random.default_rng(seed)
@@ -262,7 +264,7 @@ def split(df: pd.DataFrame, seed: int, val_frac: float = 0.15, test_frac: float 
         y = np.searchsorted(edges, y, side="right").astype(np.float64)
         strata = sorted(set(y.tolist()))
     else:
-        strata = [0.0, 1.0]
+        strata = [0.0, 1.0] if classes is None else [float(c) for c in classes]
     for cls in strata:
         idx = rng.permutation(np.flatnonzero(y == cls))
         n_test, n_val = round(len(idx) * test_frac), round(len(idx) * val_frac)
@@ -327,6 +329,24 @@ class Preprocessor:
         std = np.where(std > 1e-12, std, 1.0)
         return cls(tuple(features), *(tuple(float(v) for v in a) for a in (median, low, high, mean, std)),
                    categorical=tuple(categorical), categories=tuple(cats))
+
+    @classmethod
+    def passthrough(cls, train: pd.DataFrame, features: Sequence[str]) -> Preprocessor:
+        """Raw values as they are, for a network trained elsewhere on its own inputs (``--model-factory``).
+
+        A missing value becomes the training rows' median and a value is
+        clipped to the range the training rows hold (so an infinity or a
+        1e30 cannot overflow the network); nothing is standardized
+        (mean 0, std 1).
+        """
+        x = train[list(features)].to_numpy(dtype=np.float64)
+        empty = [f for f, n in zip(features, np.isfinite(x).sum(axis=0), strict=True) if n == 0]
+        if empty:
+            raise DataError(f"feature(s) {', '.join(empty)} have no values in the training rows; fill them or drop them from the features")
+        finite = np.where(np.isfinite(x), x, np.nan)
+        median, low, high = np.nanmedian(finite, axis=0), np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
+        n = len(features)
+        return cls(tuple(features), *(tuple(float(v) for v in a) for a in (median, low, high)), (0.0,) * n, (1.0,) * n)
 
     def transform(self, df: pd.DataFrame, strict: bool = False) -> np.ndarray:
         """The model inputs for ``df``: a float32 array of shape [rows, :attr:`width`].

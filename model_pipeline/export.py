@@ -234,3 +234,100 @@ def export_onnx(serving_model: nn.Module, path: str | Path, n_features: int, ops
         # the exporter writes tensors beside the target when asked for external data; never leave one
         Path(f"{tmp}.data").unlink(missing_ok=True)
     return signature
+
+
+SEQUENCE_DIM = "sequence"
+_PLACEHOLDER = "lepton_output_{}"
+
+
+def _rename_values(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    """Rename values of the main graph everywhere they appear (node inputs and outputs, graph outputs, value_info)."""
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    for value in (*graph.output, *graph.value_info):
+        value.name = mapping.get(value.name, value.name)
+
+
+def _name_outputs(path: Path, names: Sequence[str]) -> None:
+    """Give the graph's outputs (exported under placeholder names) their public names.
+
+    torch.export names values after the ops that make them, so a BERT graph
+    already holds a value called ``embedding`` (its ``aten.embedding``); naming
+    an output that at export time writes a graph that is not in SSA form.
+    Internal values that clash are renamed first.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    taken = {n for node in graph.node for n in (*node.input, *node.output)} | {v.name for v in graph.input}
+    clash = {}
+    for name in names:
+        if name in taken:
+            fresh, i = f"{name}_internal", 0
+            while fresh in taken:
+                i += 1
+                fresh = f"{name}_internal_{i}"
+            clash[name] = fresh
+            taken.add(fresh)
+    _rename_values(graph, clash)
+    _rename_values(graph, {_PLACEHOLDER.format(i): name for i, name in enumerate(names)})
+    onnx.save(model, str(path))
+
+
+def export_text_onnx(serving_model: nn.Module, path: str | Path, *, input_names: Sequence[str], output_names: Sequence[str],
+                     max_length: int, opset: int = DEFAULT_OPSET) -> Signature:
+    """Export a text model (token ids in) to one self-contained ONNX file with dynamic batch and sequence axes.
+
+    Every input is int64 ``[batch, sequence]`` (``input_ids``,
+    ``attention_mask`` and, when the model reads it, ``token_type_ids``);
+    the sequence axis takes 1 to ``max_length`` tokens. Returns the
+    signature read back from the written file (its ``inputs`` are the
+    graph's token inputs; the caller puts the client-facing string input in
+    front of them) and raises :class:`ExportError` if the file does not take
+    and return exactly the names asked for.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    serving_model.eval()
+    seq = max(2, min(8, max_length))  # not 1: torch.export specializes a size-1 dimension to a constant
+    example = tuple(torch.ones(2, seq, dtype=torch.long) if name != "token_type_ids" else torch.zeros(2, seq, dtype=torch.long)
+                    for name in input_names)
+    batch, sequence = torch.export.Dim(BATCH_DIM), torch.export.Dim(SEQUENCE_DIM, max=max_length)
+    dynamic = tuple({0: batch, 1: sequence} for _ in input_names)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    captured = io.StringIO()
+    onnx_logger = logging.getLogger("torch.onnx")
+    old_level = onnx_logger.level
+    try:
+        onnx_logger.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            placeholders = [_PLACEHOLDER.format(i) for i in range(len(output_names))]
+            torch.onnx.export(serving_model, example, str(tmp), input_names=list(input_names), output_names=placeholders,
+                              opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=dynamic, verbose=False)
+        _strip_debug_metadata(tmp)
+        _name_outputs(tmp, output_names)
+        signature = read_signature(tmp)
+        want_in = [(n, "int64", [BATCH_DIM, SEQUENCE_DIM]) for n in input_names]
+        have_in = [(t.name, t.dtype, list(t.shape)) for t in signature.inputs]
+        have_out = [t.name for t in signature.outputs]
+        if have_in != want_in or have_out != list(output_names):
+            raise ExportError(f"exported text graph takes {have_in} and returns {have_out}, expected {want_in} and "
+                              f"{list(output_names)}; the model's forward must take token ids with dynamic batch and sequence")
+        onnx.checker.check_model(str(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
+        os.replace(tmp, path)
+    except ExportError:
+        raise
+    except Exception as exc:
+        log = " | ".join(line for line in captured.getvalue().splitlines() if line.strip())[-400:]
+        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); exporter log: {log or 'empty'}") from exc
+    finally:
+        onnx_logger.setLevel(old_level)
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.data").unlink(missing_ok=True)
+    return signature

@@ -25,8 +25,50 @@ from .config import CONSISTENCY  # noqa: E402
 
 
 def task_loss(out: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
-    """L_task: mean squared error for regression, binary cross-entropy on logits otherwise."""
-    return F.mse_loss(out, target) if task == "regression" else F.binary_cross_entropy_with_logits(out, target)
+    """L_task: mean squared error for regression, cross-entropy over classes for ``multiclass`` (``target``: class
+    indices), the supervised contrastive loss for ``embedding`` (``target``: class indices), binary cross-entropy on
+    logits otherwise."""
+    if task == "regression":
+        return F.mse_loss(out, target)
+    if task == "multiclass":
+        return F.cross_entropy(out, target.reshape(-1).long())
+    if task == "embedding":
+        return supervised_contrastive(out, target.reshape(-1))
+    return F.binary_cross_entropy_with_logits(out, target)
+
+
+def supervised_contrastive(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """The supervised contrastive loss (Khosla et al., 2020) of one batch: each text's embedding is pulled
+    towards the batch's other texts of its class and pushed from the rest, by cosine similarity at
+    ``temperature``. Texts with no other text of their class in the batch add nothing; a batch without any
+    such pair gives 0 (with a gradient of 0)."""
+    z = F.normalize(embeddings, dim=1)
+    sim = z @ z.T / temperature
+    n = len(z)
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    # log-softmax over every other text in the batch (the text itself excluded)
+    log_prob = sim.masked_fill(self_mask, float("-inf")).log_softmax(dim=1)
+    counts = positives.sum(dim=1)
+    anchors = counts > 0
+    if not bool(anchors.any()):
+        return (embeddings * 0.0).sum()
+    per_anchor = -(log_prob.masked_fill(~positives, 0.0).sum(dim=1)[anchors] / counts[anchors])
+    return per_anchor.mean()
+
+
+def consistency_loss(student: torch.Tensor, teacher: torch.Tensor, *, kind: str = "mse", temperature: float = 1.0) -> torch.Tensor:
+    """L_trans of a text model, ``mean_i ||M_s(x_i) - M_t(x_i)||^2`` (``kind="mse"``, on logits, predictions,
+    embeddings or pooled features), or for classifiers the distillation term ``T^2 * KL(softmax(t/T) ||
+    softmax(s/T))`` (``kind="kd"``). The teacher's side never gets a gradient."""
+    teacher = teacher.detach()
+    if student.shape != teacher.shape:
+        raise ValueError(f"student outputs {tuple(student.shape)} and teacher outputs {tuple(teacher.shape)} differ in shape")
+    if kind == "kd":
+        t = temperature
+        return t * t * F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean",
+                                log_target=True)
+    return (student - teacher).pow(2).sum(dim=1).mean()
 
 
 class TransferLoss(nn.Module):

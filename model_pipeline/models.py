@@ -131,21 +131,25 @@ class LoRALinear(nn.Module):
 
     def merged(self) -> nn.Linear:
         """A plain ``nn.Linear`` computing the same function (for export)."""
-        out = nn.Linear(self.base.in_features, self.base.out_features)
+        has_bias = self.base.bias is not None
+        out = nn.Linear(self.base.in_features, self.base.out_features, bias=has_bias,
+                        dtype=self.base.weight.dtype, device=self.base.weight.device)
         with torch.no_grad():
             out.weight.copy_(self.base.weight + self.scale * self.lora_b @ self.lora_a)
-            out.bias.copy_(self.base.bias)
+            if has_bias:
+                out.bias.copy_(self.base.bias)
         return out
 
 
-def _replace_linears(module: nn.Module, make: Any, skip: nn.Module) -> None:
+def replace_linears(module: nn.Module, make: Any, skip: nn.Module | None) -> None:
+    """Replace every ``nn.Linear`` under ``module`` (except inside ``skip``) with ``make(linear)``, in place."""
     for name, child in module.named_children():
         if child is skip:
             continue
         if isinstance(child, nn.Linear):
             setattr(module, name, make(child))
         else:
-            _replace_linears(child, make, skip)
+            replace_linears(child, make, skip)
 
 
 def add_adapters(net: nn.Module, rank: int) -> int:
@@ -156,7 +160,7 @@ def add_adapters(net: nn.Module, rank: int) -> int:
     """
     for p in net.parameters():
         p.requires_grad_(False)
-    _replace_linears(net, lambda lin: LoRALinear(lin, rank), net.head)
+    replace_linears(net, lambda lin: LoRALinear(lin, rank), net.head)
     for p in net.head.parameters():
         p.requires_grad_(True)
     return sum(p.numel() for p in net.parameters() if p.requires_grad)

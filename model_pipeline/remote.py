@@ -18,6 +18,13 @@ whose container runs ``lepton pipeline run`` itself:
 Both requests carry the whole validated config as JSON in
 ``LEPTON_PIPELINE_CONFIG``. :func:`submit` sends a request with the
 ambient credentials (boto3's chain; ``google.auth.default()``).
+
+A model you already have (``--source-model``) travels the same way: an
+``s3://`` / ``gs://`` folder (a Hugging Face model) or file (weights for
+``--model-factory``) becomes the ``model`` input channel
+(``/opt/ml/input/data/model/``) or its ``/gcs/`` path, and ``--source-data``
+becomes optional. A ``--model-factory``'s code must be importable in the
+training image. An ONNX source needs no training job: run it locally.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 REMOTES = ("vertex", "sagemaker")
+_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".onnx")
 DEFAULT_INSTANCE = {"vertex": "n1-standard-8", "sagemaker": "ml.m5.2xlarge"}
 MAX_RUNTIME_S = 24 * 3600
 _JOB_NAME_RE = re.compile(r"[^a-zA-Z0-9-]+")
@@ -39,17 +47,34 @@ class RemoteError(ValueError):
 
 def _config_json(config: Any) -> str:
     doc = config.to_dict()
-    for key in ("source_csv", "target_csv"):
+    for key in ("source_csv", "target_csv", "source_model"):
         doc[key] = None  # the job reads its channels / mounts, passed as flags
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def _require(config: Any, scheme: str, remote: str) -> tuple[str, str]:
+def _require(config: Any, scheme: str, remote: str) -> tuple[str | None, str]:
     src, tgt = (str(v) if v is not None else None for v in (config.source_csv, config.target_csv))
+    model = str(config.source_model) if config.source_model is not None else None
+    if model is not None:
+        if model.lower().endswith(".onnx"):
+            raise RemoteError(f"--source-model {model} is an ONNX file, served as it is: it needs no training job; "
+                              "run `lepton pipeline run --source-model` locally")
+        if not model.startswith(scheme):
+            raise RemoteError(f"--remote {remote} reads the model from the cloud: give --source-model as a {scheme} URI "
+                              f"(got {model!r}); upload the model folder or weights first")
+        if not (tgt and tgt.startswith(scheme)) or (src is not None and not src.startswith(scheme)):
+            raise RemoteError(f"--remote {remote} reads the data from the cloud: give --target-data (and --source-data, if any) "
+                              f"as {scheme} URIs (got {src!r} and {tgt!r}); upload the tables first")
+        return src, tgt
     if not (src and tgt and src.startswith(scheme) and tgt.startswith(scheme)):
         raise RemoteError(f"--remote {remote} reads the data from the cloud: give --source-data and --target-data as {scheme} URIs "
                           f"(got {src!r} and {tgt!r}); upload the tables first")
     return src, tgt
+
+
+def _model_is_file(uri: str) -> bool:
+    """A weights or ONNX file (its name ends in one of their suffixes); anything else is a model folder."""
+    return uri.lower().endswith(_FILE_SUFFIXES)
 
 
 def job_name(config: Any, suffix: str) -> str:
@@ -57,9 +82,15 @@ def job_name(config: Any, suffix: str) -> str:
     return _JOB_NAME_RE.sub("-", f"{config.model_name}-{suffix}")[:63].strip("-")
 
 
-def _run_args(config: Any, source: str, target: str, out: str) -> list[str]:
-    return ["pipeline", "run", "--source-data", source, "--target-data", target, "--label", config.label,
-            "--task", config.task, "--out", out, "--json"]
+def _run_args(config: Any, source: str | None, target: str, out: str, model: str | None = None) -> list[str]:
+    args = ["pipeline", "run"]
+    if model is not None:
+        args += ["--source-model", model]
+        if config.model_factory:
+            args += ["--model-factory", config.model_factory]
+    if source is not None:
+        args += ["--source-data", source]
+    return args + ["--target-data", target, "--label", config.label, "--task", config.task, "--out", out, "--json"]
 
 
 def sagemaker_request(config: Any, name: str) -> dict[str, Any]:
@@ -67,25 +98,38 @@ def sagemaker_request(config: Any, name: str) -> dict[str, Any]:
     source, target = _require(config, "s3://", "sagemaker")
     if not config.remote_role_arn:
         raise RemoteError("--remote sagemaker needs an execution role: set remote.role_arn in the config (the role SageMaker assumes)")
-    output = config.remote_output_uri or source.rsplit("/", 1)[0] + "/lepton-output/"
+    output = config.remote_output_uri or (source or target).rsplit("/", 1)[0] + "/lepton-output/"
     if not output.startswith("s3://"):
         raise RemoteError(f"remote.output_uri {output!r} must be an s3:// URI for --remote sagemaker")
 
-    def channel(name: str, uri: str) -> dict[str, Any]:
-        return {"ChannelName": name, "InputMode": "File", "ContentType": "text/csv" if uri.endswith(".csv") else "application/x-parquet",
-                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}
+    def channel(name: str, uri: str, content_type: str | None = None) -> dict[str, Any]:
+        doc = {"ChannelName": name, "InputMode": "File",
+               "ContentType": content_type or ("text/csv" if uri.endswith(".csv") else "application/x-parquet"),
+               "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}
+        return doc
 
-    local = {n: f"/opt/ml/input/data/{n}/{uri.rsplit('/', 1)[-1]}" for n, uri in (("source", source), ("target", target))}
+    tables = [(n, uri) for n, uri in (("source", source), ("target", target)) if uri is not None]
+    local = {n: f"/opt/ml/input/data/{n}/{uri.rsplit('/', 1)[-1]}" for n, uri in tables}
+    channels = [channel(n, uri) for n, uri in tables]
+    model_uri = str(config.source_model) if config.source_model is not None else None
+    model_local = None
+    if model_uri is not None:
+        # SageMaker copies every object under the prefix into the channel's folder, keeping the paths below the prefix
+        if _model_is_file(model_uri):
+            model_local = f"/opt/ml/input/data/model/{model_uri.rsplit('/', 1)[-1]}"
+        else:
+            model_uri, model_local = model_uri.rstrip("/") + "/", "/opt/ml/input/data/model"
+        channels.append(channel("model", model_uri, "application/octet-stream"))
     return {
         "TrainingJobName": name,
         "AlgorithmSpecification": {
             "TrainingImage": config.remote_image,
             "TrainingInputMode": "File",
             "ContainerEntrypoint": ["lepton"],
-            "ContainerArguments": _run_args(config, local["source"], local["target"], "/opt/ml/model"),
+            "ContainerArguments": _run_args(config, local.get("source"), local["target"], "/opt/ml/model", model_local),
         },
         "RoleArn": config.remote_role_arn,
-        "InputDataConfig": [channel("source", source), channel("target", target)],
+        "InputDataConfig": channels,
         "OutputDataConfig": {"S3OutputPath": output},
         "ResourceConfig": {"InstanceType": config.remote_instance_type or DEFAULT_INSTANCE["sagemaker"], "InstanceCount": 1,
                            "VolumeSizeInGB": 30},
@@ -103,7 +147,7 @@ def vertex_request(config: Any, name: str) -> dict[str, Any]:
     if not config.remote_project:
         raise RemoteError("--remote vertex needs a Google Cloud project: set remote.project in the config")
     region = config.remote_region or "us-central1"
-    output = config.remote_output_uri or source.rsplit("/", 1)[0] + "/lepton-output/"
+    output = config.remote_output_uri or (source or target).rsplit("/", 1)[0] + "/lepton-output/"
     if not output.startswith("gs://"):
         raise RemoteError(f"remote.output_uri {output!r} must be a gs:// URI for --remote vertex")
 
@@ -122,7 +166,9 @@ def vertex_request(config: Any, name: str) -> dict[str, Any]:
                     "imageUri": config.remote_image,
                     "command": ["lepton"],
                     # AIP_MODEL_DIR is set by Vertex AI to <baseOutputDirectory>/model
-                    "args": _run_args(config, mounted(source), mounted(target), mounted(output.rstrip("/") + "/model")),
+                    "args": _run_args(config, mounted(source) if source is not None else None, mounted(target),
+                                      mounted(output.rstrip("/") + "/model"),
+                                      mounted(str(config.source_model).rstrip("/")) if config.source_model is not None else None),
                     "env": [{"name": "LEPTON_PIPELINE_CONFIG", "value": _config_json(config)}, {"name": "CI", "value": "1"}],
                 },
             }],

@@ -23,6 +23,8 @@ PLOTS = ("loss_curves.png", "parity_histogram.png", "metric_comparison.png")
 def _main_metrics(task_metrics: dict[str, Any]) -> list[str]:
     if "rmse" in task_metrics:
         return ["rmse", "mae", "r2"]
+    if "knn_accuracy" in task_metrics:
+        return ["knn_accuracy", "mean_cosine", next((k for k in task_metrics if k.startswith("recall_at_")), "recall_at_10")]
     return ["auc", "accuracy", "log_loss"]
 
 
@@ -180,6 +182,62 @@ def write_report(folder: Path, *, metrics: dict[str, Any], training: dict[str, A
     return path
 
 
+def write_text_report(folder: Path, *, metrics: dict[str, Any], training: dict[str, Any], parity: ParityReport,
+                      signature: Signature, config: dict[str, Any]) -> Path:
+    """Write ``folder/report.md`` for a text model (a Hugging Face source); returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source, data, text = metrics["source"], metrics["data"], signature.text
+    lines = [
+        "# Model pipeline report (text)",
+        "",
+        f"Source: `{source['folder']}` ({source['model_type']}, {source['parameters']:,} parameters, weights sha256 "
+        f"`{source['sha256'][:12]}`), head: {source['head']}. Task **{data['task']}** on label `{data['label']}`, text column "
+        f"`{data['text_column']}`; fine-tune strategy `{config['strategy']}`, lambda {config['lambda_']:g}, "
+        f"L_trans on the {metrics['consistency_on']}s, seed {config['seed']}.",
+        "",
+        "## Does transfer pay off? (target test split)",
+        "",
+        comparison_markdown(metrics),
+        "",
+        "Compute is what each model's own training cost on this machine (one process): rows seen = epochs x training texts.",
+        "",
+        "## Data",
+        "",
+        "| domain | raw rows | without text or label | duplicates | train | val | test | truncated at max_length |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in metrics["cleaning"].items():
+        r = metrics["rows"][name]
+        lines.append(f"| {name} | {c['rows_in']} | {c['missing_text_or_label_dropped']} | {c['duplicates_dropped']} | {r['train']} | "
+                     f"{r['val']} | {r['test']} | {data['truncated_texts'][name]} |")
+    assert text is not None
+    lines += [
+        "",
+        "## Export and parity gate",
+        "",
+        f"ONNX opset {signature.opset}, exporter `{signature.exporter}`. Clients send `{text.input}` (strings); the server "
+        f"tokenizes with the `{text.tokenizer}` artifact, at most {text.max_length} tokens per text (truncation "
+        f"`{text.truncation}`, padding `{text.padding}`), and feeds "
+        + ", ".join(f"`{t.name}` {t.dtype} {t.shape}" for t in text.graph_inputs) + ". Outputs: "
+        + ", ".join(f"`{t.name}` {t.dtype} {t.shape}" for t in signature.outputs) + ".",
+        "",
+        f"Parity **passed** over {parity.rows_checked} texts at batch/length shapes {metrics.get('parity_shapes', [])}: max abs diff "
+        f"{parity.max_abs_diff:.3g}, max rel diff {parity.max_rel_diff:.3g} (atol {parity.atol:g}, rtol {parity.rtol:g}; {parity.runtime}).",
+        "",
+        "| output | max abs diff | max rel diff |",
+        "|---|---|---|",
+        *(f"| {n} | {v['max_abs_diff']:.3g} | {v['max_rel_diff']:.3g} |" for n, v in parity.per_output.items()),
+        "",
+        "## Training",
+        "",
+        "TensorBoard: `tensorboard --logdir tensorboard` in the run folder.",
+        "",
+    ]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 def run_summary(result: Any) -> dict[str, Any]:
     """The ``--json`` summary of a finished run: paths, model, comparison table, parity, quantization."""
     m = result.manifest
@@ -190,14 +248,16 @@ def run_summary(result: Any) -> dict[str, Any]:
                   "sha256": m.model_artifact.sha256, "opset": m.signature.opset,
                   "inputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape, "columns": t.columns} for t in m.signature.inputs],
                   "outputs": [t.name for t in m.signature.outputs]},
-        "comparison": result.metrics["comparison"],
-        "l_trans": result.metrics["l_trans"],
-        "lambda": result.metrics["lambda"],
-        "data": {"reconciliation": result.metrics["data"]["reconciliation"], "schema": result.metrics["data"]["schema"]},
+        "comparison": result.metrics.get("comparison", []),
+        "l_trans": result.metrics.get("l_trans"),
+        "lambda": result.metrics.get("lambda"),
+        "data": {k: v for k, v in result.metrics.get("data", {}).items() if k in ("reconciliation", "schema", "task", "classes")},
         "parity": {"passed": result.parity.passed, "max_abs_diff": result.parity.max_abs_diff, "max_rel_diff": result.parity.max_rel_diff,
-                   "rows_checked": result.parity.rows_checked, "per_output": result.parity.per_output},
+                   "rows_checked": result.parity.rows_checked, "per_output": result.parity.per_output,
+                   **({"shapes": result.metrics["parity_shapes"]} if "parity_shapes" in result.metrics else {})},
         "quantization": result.metrics.get("quantization"),
         "report": str(result.paths["report"]) if "report" in result.paths else None,
+        "source": result.metrics.get("source"),
         "timings_s": result.timings,
     }
 
@@ -209,10 +269,10 @@ def summary_text(summary: dict[str, Any]) -> str:
         "",
         f"lepton pipeline: model {model['name']}:{model['version']} ({model['task']}) in {summary['out']}",
         f"  model     {model['onnx']} (opset {model['opset']}, inputs {', '.join(i['name'] for i in model['inputs'])})",
-        f"  parity    passed: max abs diff {parity['max_abs_diff']:.2e} over {parity['rows_checked']} rows (batch 1 and N)",
+        f"  parity    passed: max abs diff {parity['max_abs_diff']:.2e} over {parity['rows_checked']} "
+        + (f"texts at {len(parity['shapes'])} batch/length shapes" if "shapes" in parity else "rows (batch 1 and N)"),
         "",
-        comparison_markdown({"comparison": summary["comparison"]}),
-        "",
+        *([comparison_markdown({"comparison": summary["comparison"]}), ""] if summary["comparison"] else []),
     ]
     if summary.get("quantization"):
         q = summary["quantization"]

@@ -110,12 +110,15 @@ def _fit(
     seed: int,
     on_epoch: EpochCallback | None,
     task: str = "classification",
+    val_loss: Callable[[nn.Module], float] | None = None,
 ) -> TrainResult:
-    """The loop both trainers share: seeded shuffles, Adam, early stopping on the validation loss.
+    """The loop every trainer shares: seeded shuffles, Adam, early stopping on the validation loss.
 
     ``batch_losses(row_indices)`` returns named losses for one mini-batch; the
     first one is minimized, and each becomes a per-epoch training mean in the
-    history row. The best epoch's weights are restored at the end.
+    history row. The validation loss is the task loss of ``model(x_val)``
+    unless ``val_loss(model)`` computes it (text models, whose inputs are not
+    one tensor). The best epoch's weights are restored at the end.
     """
     result = TrainResult(model)
     started = time.perf_counter()
@@ -135,7 +138,14 @@ def _fit(
                 opt.step()
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0.0) + value.item() * len(idx)
-            row: dict[str, Any] = {"epoch": epoch, **{k: v / n_rows for k, v in sums.items()}, "val_loss": _val_loss(model, x_val, y_val, task)}
+            if val_loss is None:
+                validation = _val_loss(model, x_val, y_val, task)
+            else:
+                model.eval()
+                with torch.no_grad():
+                    validation = float(val_loss(model))
+                model.train()
+            row: dict[str, Any] = {"epoch": epoch, **{k: v / n_rows for k, v in sums.items()}, "val_loss": validation}
             stop = stopper.should_stop(epoch, row["val_loss"])
             row["stopped_early"] = stop and epoch < epochs
             result.history.append(row)
@@ -210,10 +220,11 @@ def fine_tune(
     """Transfer fine-tune a deep copy of ``student`` on the target domain.
 
     ``strategy``: ``full`` trains every weight; ``head`` freezes the
-    backbone and trains only the output layer; ``adapter`` freezes the
-    backbone and trains low-rank adapters of rank ``adapter_rank`` beside
-    each backbone Linear (plus the head), then folds them into plain
-    weights so the returned model has the student's architecture.
+    backbone and trains only the output layer; ``adapter`` (or its other
+    name, ``lora``) freezes the backbone and trains low-rank adapters of
+    rank ``adapter_rank`` beside each backbone Linear (plus the head), then
+    folds them into plain weights so the returned model has the student's
+    architecture.
 
     Minimizes :class:`TransferLoss` ``task + lambda_ * trans``. The teacher
     (usually the source model itself) is frozen: its logits on the training
@@ -241,10 +252,13 @@ def fine_tune(
     model = copy.deepcopy(student)
     for p in model.parameters():
         p.requires_grad_(strategy == "full")
+    if strategy != "full" and not isinstance(getattr(model, "head", None), nn.Module):
+        raise ValueError(f"strategy {strategy!r} trains the network's last layer, but {type(model).__name__} has no .head; "
+                         "expose the last layer as self.head, or use strategy full")
     if strategy == "head":
         for p in model.head.parameters():
             p.requires_grad_(True)
-    elif strategy == "adapter":
+    elif strategy in ("adapter", "lora"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the adapters' initial A matrices
             add_adapters(model, adapter_rank)
@@ -255,7 +269,7 @@ def fine_tune(
 
     result = _fit(model, len(xt), xv, yv, batch_losses, epochs=epochs, batch_size=batch_size, lr=lr,
                   weight_decay=weight_decay, patience=patience, seed=seed, on_epoch=on_epoch, task=task)
-    if strategy == "adapter":
+    if strategy in ("adapter", "lora"):
         merge_adapters(result.model)
     for p in result.model.parameters():
         p.requires_grad_(True)

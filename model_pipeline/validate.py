@@ -11,6 +11,7 @@ is fatal.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -145,3 +146,72 @@ def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndar
         per_output=per_output,
         runtime=f"onnxruntime {ort.__version__} {session.get_providers()[0]}",
     )
+
+
+def probe_texts(texts: list[str]) -> list[str]:
+    """Texts every text parity check adds to the caller's: empty, one word, non-ASCII, and one longer than any
+    ``max_length`` (it is truncated), so padding, truncation and the tokenizer's normalizer are always exercised."""
+    long = " ".join((texts or ["the quick brown fox jumps over the lazy dog"]) * 64)[:20_000]
+    return ["", "word", "Ünïcödé — naïve café 東京 🚀", long]
+
+
+def check_text_parity(serving_model: nn.Module, onnx_path: str | Path, encoder: Any, texts: list[str], atol: float = 1e-5,
+                      rtol: float = 1e-4, *, max_texts: int = 64) -> tuple[ParityReport, list[list[int]]]:
+    """Compare onnxruntime with PyTorch on held-out ``texts`` (the first ``max_texts``) plus :func:`probe_texts`.
+
+    Both get the token ids :class:`lepton_cdk.serve.text.TextEncoder`
+    ``encoder`` makes (what a server feeds), at several batch sizes and
+    lengths: all texts in one batch (padded to the longest, the truncated
+    probe at ``max_length``), each of the first few alone (no padding), and
+    batches of 4 (mixed lengths). Names, then shapes, then values are
+    checked; a breach of ``|onnx - torch| <= atol + rtol * |torch|`` raises
+    :class:`ParityError`. Returns the passed report (per output max abs /
+    rel diff) and the ``[batch, sequence]`` shapes checked.
+    """
+    if atol < 0 or rtol < 0:
+        raise ValueError(f"atol={atol} and rtol={rtol} must be >= 0")
+    checked = list(texts[:max_texts]) + probe_texts(list(texts[:8]))
+    names_out = list(serving_model.output_names)
+    names_in = list(serving_model.graph_inputs)
+    session = ort.InferenceSession(str(onnx_path), providers=[_PROVIDER])
+    in_names = [i.name for i in session.get_inputs()]
+    out_names = [o.name for o in session.get_outputs()]
+    if in_names != names_in or out_names != names_out:
+        raise ParityError(f"{onnx_path} has inputs {in_names} and outputs {out_names}, expected {names_in} and {names_out}; "
+                          "re-export it with model_pipeline.export.export_text_onnx")
+    batches = [checked] + [[t] for t in checked[:3]] + [checked[-1:], checked[-4:-3]] \
+        + [checked[i:i + 4] for i in range(0, len(checked), 4)]
+    per_output = {name: {"max_abs_diff": 0.0, "max_rel_diff": 0.0} for name in names_out}
+    shapes: list[list[int]] = []
+    serving_model.eval()
+    for batch in batches:
+        feeds = encoder.encode(batch)
+        shape = list(feeds[names_in[0]].shape)
+        if shape not in shapes:
+            shapes.append(shape)
+        with torch.no_grad():
+            want = dict(zip(names_out, (t.numpy() for t in serving_model(*(torch.from_numpy(feeds[n]) for n in names_in))),
+                            strict=True))
+        got = dict(zip(out_names, session.run(out_names, {n: feeds[n] for n in names_in}), strict=True))
+        for name in names_out:
+            if got[name].shape != want[name].shape:
+                raise ParityError(f"output {name!r} has shape {list(got[name].shape)} in onnxruntime but {list(want[name].shape)} in "
+                                  f"PyTorch for token ids {shape}; re-export with dynamic batch and sequence axes")
+            max_abs, max_rel, ok = _diffs(got[name], want[name], atol, rtol)
+            stats = per_output[name]
+            stats["max_abs_diff"] = max(stats["max_abs_diff"], max_abs)
+            stats["max_rel_diff"] = max(stats["max_rel_diff"], max_rel)
+            if not ok:
+                raise ParityError(
+                    f"output {name!r} differs between onnxruntime and PyTorch by up to {max_abs:.3g} (relative {max_rel:.3g}) "
+                    f"on token ids {shape}, beyond atol={atol:g} + rtol={rtol:g}; the ONNX file does not reproduce the model: "
+                    "re-export it from this model and do not loosen the tolerance to pass"
+                )
+    report = ParityReport(
+        atol=atol, rtol=rtol,
+        max_abs_diff=max(s["max_abs_diff"] for s in per_output.values()),
+        max_rel_diff=max(s["max_rel_diff"] for s in per_output.values()),
+        rows_checked=len(checked), passed=True, per_output=per_output,
+        runtime=f"onnxruntime {ort.__version__} {session.get_providers()[0]}",
+    )
+    return report, shapes

@@ -34,8 +34,20 @@ from .schema_check import check_schema_version as _check_version
 from .schema_check import validate_document
 
 # 1.1.0: a tensor may list the raw ``columns`` along its last axis, and may be
-# a "string" tensor (categorical columns). 1.0.0 documents still read.
-SCHEMA_VERSION = "1.1.0"
+# a "string" tensor (categorical columns).
+# 1.2.0: text models. ``signature.text`` says how raw strings become the
+# graph's inputs (tokenizer artifact, max_length, truncation, padding,
+# pooling); ``signature.labels`` names the classes of a multi-class model;
+# tasks "multiclass-classification" and "embedding".
+# 1.0.0 and 1.1.0 documents still read. The writer stamps the lowest version
+# whose fields a manifest uses (:meth:`Manifest.required_schema_version`), so
+# a tabular model's manifest stays 1.1.0 and readers of 1.1 keep reading it.
+SCHEMA_VERSION = "1.2.0"
+MANIFEST_TASKS = ("binary-classification", "regression", "multiclass-classification", "embedding")
+_TASKS_1_2 = ("multiclass-classification", "embedding")
+TEXT_TRUNCATION = ("longest_first", "only_first")
+TEXT_PADDING = ("longest",)
+TEXT_POOLING = ("mean", "mean_normalized")
 MANIFEST_KIND = "lepton-cdk/model-manifest"
 MANIFEST_FILENAME = "manifest.json"
 
@@ -77,14 +89,50 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class TextSignature:
+    """How a text model's raw strings become its graph's inputs (manifest schema 1.2.0).
+
+    The client sends strings in ``input`` (a ``string`` tensor of
+    ``Signature.inputs``); the server tokenizes them with the ``tokenizer``
+    artifact (a Hugging Face ``tokenizers`` JSON file), truncating each to
+    ``max_length`` tokens (special tokens included) with ``truncation`` and
+    padding the batch to its longest text, and feeds ``graph_inputs`` to the
+    ONNX graph. :class:`lepton_cdk.serve.text.TextEncoder` is the one
+    implementation. ``pooling`` is set for embedding models only:
+    ``"mean"`` (mean over real tokens) or ``"mean_normalized"`` (then L2-normalised).
+    """
+
+    input: str
+    tokenizer: str
+    max_length: int
+    graph_inputs: list[TensorSpec]
+    truncation: str = "longest_first"
+    padding: str = "longest"
+    lowercase: bool = False  # informational: what the tokenizer does to text before splitting it
+    pooling: str | None = None
+
+
+@dataclass(frozen=True)
 class Signature:
-    """The ONNX graph's interface: what a server must accept and return."""
+    """The ONNX graph's interface: what a server must accept and return.
+
+    For a text model ``inputs`` is what clients send (one ``string`` tensor)
+    and ``text`` says how it becomes the graph's own inputs; ``labels`` names
+    the classes along the last axis of a multi-class model's outputs.
+    """
 
     opset: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     exporter: str = ""
     feature_names: list[str] = field(default_factory=list)
+    text: TextSignature | None = None
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def graph_inputs(self) -> list[TensorSpec]:
+        """What the ONNX graph itself takes: ``text.graph_inputs`` for a text model, else ``inputs``."""
+        return self.text.graph_inputs if self.text is not None else self.inputs
 
 
 @dataclass(frozen=True)
@@ -135,8 +183,18 @@ class Manifest:
     serving: ServingNeeds
     primary_artifact: str = "model"
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    schema_version: str = SCHEMA_VERSION
+    schema_version: str = ""  # Default: the lowest version that holds this manifest (required_schema_version)
     base_dir: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.schema_version:
+            object.__setattr__(self, "schema_version", self.required_schema_version())
+
+    def required_schema_version(self) -> str:
+        """The lowest schema version whose fields this manifest uses: 1.2.0 for text models and the
+        1.2 tasks, else 1.1.0 (what a tabular model has always been written as)."""
+        uses_1_2 = self.signature.text is not None or bool(self.signature.labels) or self.task in _TASKS_1_2
+        return "1.2.0" if uses_1_2 else "1.1.0"
 
     def artifact(self, name: str) -> Artifact:
         """The artifact called ``name``; a clear error when there is none."""
@@ -201,6 +259,8 @@ class Manifest:
                 outputs=[TensorSpec(**t) for t in sig["outputs"]],
                 exporter=sig.get("exporter", ""),
                 feature_names=list(sig.get("feature_names", [])),
+                text=_text_from_dict(sig["text"]) if "text" in sig else None,
+                labels=list(sig.get("labels", [])),
             ),
             parity=ParityReport(**doc["parity"]),
             metrics=doc["metrics"],
@@ -215,12 +275,52 @@ def _known_fields(kind: type, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in kind.__dataclass_fields__}
 
 
+def _text_from_dict(doc: dict[str, Any]) -> TextSignature:
+    return TextSignature(**{**doc, "graph_inputs": [TensorSpec(**t) for t in doc["graph_inputs"]]})
+
+
 def _signature_dict(sig: Signature) -> dict[str, Any]:
     doc = asdict(sig)
-    for tensor in doc["inputs"] + doc["outputs"]:
+    tensors = doc["inputs"] + doc["outputs"] + (doc["text"]["graph_inputs"] if doc["text"] else [])
+    for tensor in tensors:
         if tensor.get("columns") is None:
             tensor.pop("columns", None)  # absent, not null: a 1.0.0 reader's tensor has no such key
+    # 1.2.0 fields are written only when used, so a tabular manifest is exactly what a 1.1 reader knows
+    if doc["text"] is None:
+        doc.pop("text")
+    elif doc["text"]["pooling"] is None:
+        doc["text"].pop("pooling")
+    if not doc["labels"]:
+        doc.pop("labels")
     return doc
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version.split("."))
+    except ValueError:
+        return (0,)
+
+
+def _text_problems(doc: dict[str, Any]) -> list[str]:
+    """What the schema cannot say about a 1.2 manifest: new fields under an older version, and the
+    text block's references (its input, its tokenizer artifact) that must exist."""
+    sig, model = doc["signature"], doc["model"]
+    problems = []
+    if _version_tuple(doc["schema_version"]) < (1, 2, 0):
+        used = [f for f, present in (("signature.text", "text" in sig), ("signature.labels", "labels" in sig),
+                                     (f"task {model['task']!r}", model["task"] in _TASKS_1_2)) if present]
+        if used:
+            problems.append(f"it uses {', '.join(used)}, which need schema_version 1.2.0 or later, "
+                            f"but says {doc['schema_version']}")
+    text = sig.get("text")
+    if text is not None:
+        strings = [t["name"] for t in sig["inputs"] if t["dtype"] == "string"]
+        if text["input"] not in strings:
+            problems.append(f"signature.text.input {text['input']!r} is not a string input of the signature (it has {strings})")
+        if text["tokenizer"] not in [a["name"] for a in doc["artifacts"]]:
+            problems.append(f"signature.text.tokenizer names artifact {text['tokenizer']!r}, which the manifest does not list")
+    return problems
 
 
 _REGENERATE = "`lepton demo` or `lepton pipeline run`"
@@ -258,6 +358,9 @@ def validate_manifest_dict(doc: Any, source: str = "manifest") -> None:
     primary = doc["model"].get("primary_artifact", "model")
     if primary not in names:
         raise ContractError(f"{source} names primary artifact {primary!r} but lists only {names}")
+    problems = _text_problems(doc)
+    if problems:
+        raise ContractError(f"{source}: {'; '.join(problems)}; regenerate it with {_REGENERATE}")
 
 
 _RESTORE = "restore the artifact or re-run the pipeline that wrote the manifest"

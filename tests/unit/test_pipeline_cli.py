@@ -217,9 +217,9 @@ def test_config_typo_names_the_key_and_the_fix(tmp_path, capsys):
 
 
 def test_config_values_are_validated_with_field_and_range(tmp_path, capsys):
-    (tmp_path / "c.yaml").write_text("train:\n  strategy: lora\n  temperature: 3\n")
+    (tmp_path / "c.yaml").write_text("train:\n  strategy: prefix-tuning\n  temperature: 3\n")
     code, _, err = lepton(capsys, "pipeline", "run", "--config", str(tmp_path / "c.yaml"), "--dry-run")
-    _assert_one_line_error(code, err, r"strategy='lora' \(allowed: full, head or adapter\).*temperature=3 .*set consistency: kd")
+    _assert_one_line_error(code, err, r"strategy='prefix-tuning' \(allowed: full, head, adapter or lora\).*temperature=3 .*set consistency: kd")
 
 
 def test_dry_run_prints_the_resolved_config_with_flags_over_the_file(mixed_data, capsys):
