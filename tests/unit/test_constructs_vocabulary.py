@@ -49,9 +49,10 @@ def manifest_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(manifest_path) -> dict[str, dict[str, Any]]:
+def built(manifest_path, tmp_path_factory) -> dict[str, dict[str, Any]]:
     """{cloud: {construct name: an instance}}: a full MigrationTarget per cloud plus an imported bucket (not synthesized)."""
-    app = App()
+    # cdktf creates the outdir (and stages assets) at construction: never let it default to the working directory
+    app = App(outdir=str(tmp_path_factory.mktemp("vocabulary") / "cdktf.out"))
     out: dict[str, dict[str, Any]] = {}
     for cloud, source in (("aws", GcsSource(bucket="acme-raw", hmac_secret_id="lepton/gcs-hmac", agent_arns=[AGENT])),
                           ("gcp", S3Source(bucket="acme-raw", role_arn=ROLE))):
