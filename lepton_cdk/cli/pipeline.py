@@ -61,6 +61,11 @@ def run(
                                                     "Default: text.")] = None,
     max_length: Annotated[int | None, typer.Option("--max-length", min=2, help="Tokens per text, special tokens included; "
                                                    "longer texts are truncated. Default: 128, capped at the model's positions.")] = None,
+    model_name: Annotated[str | None, typer.Option("--model-name", help="The model's name in the manifest, the bucket and the "
+                                                   "serving endpoint (lowercase letters, digits, '-'). Default: the config's, "
+                                                   "else credit-risk.")] = None,
+    compare: Annotated[bool | None, typer.Option("--compare/--no-compare", help="Also train from scratch and at lambda 0 on "
+                                                 "the target data, so the report answers 'was transfer worth it?'. Default: on.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for the model, manifest, report and TensorBoard files.")] = Path("build/pipeline"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved config (or, with --remote, the request); train nothing.")] = False,
@@ -82,7 +87,7 @@ def run(
                          target_csv=target_data, label=label, task=task.value if task is not None else None,
                          source_model=source_model, model_factory=model_factory,
                          strategy=fine_tune.value if fine_tune is not None else None, lambda_=lambda_, text_column=text_column,
-                         max_length=max_length)
+                         max_length=max_length, model_name=model_name, compare=compare)
     if remote is not None:
         from model_pipeline.remote import build_request, submit
 

@@ -231,6 +231,18 @@ def test_dry_run_prints_the_resolved_config_with_flags_over_the_file(mixed_data,
     assert (cfg["strategy"], cfg["model"], cfg["temperature"], cfg["drop_columns"]) == ("adapter", "transformer", 2.0, ["customer_id"])
 
 
+def test_model_name_and_compare_flags_win_over_the_file_and_a_bad_name_is_one_line(mixed_data, capsys, tmp_path):
+    # the name reaches the manifest, the bucket prefix and the endpoint: a migrated text model is not 'credit-risk'
+    code, out, err = lepton(capsys, "pipeline", "run", "--config", str(mixed_data / "pipeline.yaml"), "--model-name", "support-topics",
+                            "--no-compare", "--dry-run")
+    assert code == 0, err
+    cfg = json.loads(out)["config"]
+    assert (cfg["model_name"], cfg["compare"]) == ("support-topics", False)
+    code, _, err = lepton(capsys, "pipeline", "run", "--model-name", "Support Topics", "--dry-run", "--out", str(tmp_path / "out"))
+    _assert_one_line_error(code, err, r"model_name='Support Topics' \(allowed: lowercase letters, digits and '-'")
+    assert not (tmp_path / "out").exists()
+
+
 def test_unseen_category_at_inference_is_a_clear_error(mixed_run, mixed_data, tmp_path, capsys):
     out, _ = mixed_run
     rows = pd.read_csv(mixed_data / "target.csv").head(5)
