@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,42 @@ def add_categorical_encoder(model: onnx.ModelProto, categories: Sequence[Sequenc
     return model
 
 
+@contextlib.contextmanager
+def _staged_export(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to export into, checked and published as ``path`` when the block succeeds.
+
+    The exporter's prints, warnings and the torch.onnx logger's notes (e.g. "torchvision is not installed") are captured
+    and shown only in an error; any failure but an :class:`ExportError` becomes one with the tail of that log. The
+    temporary file, and the tensors the exporter writes beside it when asked for external data, never stay.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    captured = io.StringIO()
+    onnx_logger = logging.getLogger("torch.onnx")
+    old_level = onnx_logger.level
+    try:
+        onnx_logger.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield tmp
+        onnx.checker.check_model(str(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp makes it owner-only; a model file is not a secret
+        os.replace(tmp, path)
+    except ExportError:
+        raise
+    except Exception as exc:
+        log = " | ".join(line for line in captured.getvalue().splitlines() if line.strip())[-400:]
+        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                          f"exporter log: {log or 'empty'}") from exc
+    finally:
+        onnx_logger.setLevel(old_level)
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.data").unlink(missing_ok=True)
+
+
 def export_onnx(serving_model: nn.Module, path: str | Path, n_features: int, opset: int = DEFAULT_OPSET,
                 feature_names: Sequence[str] = (), categories: Sequence[Sequence[str]] = (),
                 categorical_names: Sequence[str] = ()) -> Signature:
@@ -186,30 +222,21 @@ def export_onnx(serving_model: nn.Module, path: str | Path, n_features: int, ops
         example += (torch.zeros(2, n_onehot, dtype=torch.float32),)
         names = [NUMERIC_INPUT, _ONEHOT]
         dynamic = ({0: batch}, {0: batch})
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    captured = io.StringIO()
-    onnx_logger = logging.getLogger("torch.onnx")
-    old_level = onnx_logger.level
-    try:
-        onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" registry notes
-        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                serving_model,
-                example,
-                str(tmp),
-                input_names=names,
-                output_names=list(outputs),
-                opset_version=opset,
-                # explicit, though dynamo is the 2.13 default: and with it we
-                # choose one self-contained file over model.onnx + model.onnx.data
-                dynamo=True,
-                external_data=False,
-                dynamic_shapes=dynamic,
-                verbose=False,
-            )
+    with _staged_export(path) as tmp:
+        torch.onnx.export(
+            serving_model,
+            example,
+            str(tmp),
+            input_names=names,
+            output_names=list(outputs),
+            opset_version=opset,
+            # explicit, though dynamo is the 2.13 default: and with it we
+            # choose one self-contained file over model.onnx + model.onnx.data
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes=dynamic,
+            verbose=False,
+        )
         _strip_debug_metadata(tmp, categories)
         columns = {NUMERIC_INPUT if categories else INPUT_NAME: list(feature_names)} if feature_names else {}
         if categories:
@@ -218,21 +245,6 @@ def export_onnx(serving_model: nn.Module, path: str | Path, n_features: int, ops
         problems = expected_signature_problems(signature, n_features, len(categories), task)
         if problems:
             raise ExportError(f"exported graph does not match the serving contract: {'; '.join(problems)}; check the model's forward() returns {outputs}")
-        onnx.checker.check_model(str(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp makes it owner-only; a model file is not a secret
-        os.replace(tmp, path)
-    except ExportError:
-        raise
-    except Exception as exc:
-        log = " | ".join(line for line in captured.getvalue().splitlines() if line.strip())[-400:]
-        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); exporter log: {log or 'empty'}") from exc
-    finally:
-        onnx_logger.setLevel(old_level)
-        tmp.unlink(missing_ok=True)
-        # the exporter writes tensors beside the target when asked for external data; never leave one
-        Path(f"{tmp}.data").unlink(missing_ok=True)
     return signature
 
 
@@ -294,19 +306,10 @@ def export_text_onnx(serving_model: nn.Module, path: str | Path, *, input_names:
                     for name in input_names)
     batch, sequence = torch.export.Dim(BATCH_DIM), torch.export.Dim(SEQUENCE_DIM, max=max_length)
     dynamic = tuple({0: batch, 1: sequence} for _ in input_names)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    captured = io.StringIO()
-    onnx_logger = logging.getLogger("torch.onnx")
-    old_level = onnx_logger.level
-    try:
-        onnx_logger.setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            placeholders = [_PLACEHOLDER.format(i) for i in range(len(output_names))]
-            torch.onnx.export(serving_model, example, str(tmp), input_names=list(input_names), output_names=placeholders,
-                              opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=dynamic, verbose=False)
+    with _staged_export(path) as tmp:
+        placeholders = [_PLACEHOLDER.format(i) for i in range(len(output_names))]
+        torch.onnx.export(serving_model, example, str(tmp), input_names=list(input_names), output_names=placeholders,
+                          opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=dynamic, verbose=False)
         _strip_debug_metadata(tmp)
         _name_outputs(tmp, output_names)
         signature = read_signature(tmp)
@@ -316,18 +319,4 @@ def export_text_onnx(serving_model: nn.Module, path: str | Path, *, input_names:
         if have_in != want_in or have_out != list(output_names):
             raise ExportError(f"exported text graph takes {have_in} and returns {have_out}, expected {want_in} and "
                               f"{list(output_names)}; the model's forward must take token ids with dynamic batch and sequence")
-        onnx.checker.check_model(str(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
-        os.replace(tmp, path)
-    except ExportError:
-        raise
-    except Exception as exc:
-        log = " | ".join(line for line in captured.getvalue().splitlines() if line.strip())[-400:]
-        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); exporter log: {log or 'empty'}") from exc
-    finally:
-        onnx_logger.setLevel(old_level)
-        tmp.unlink(missing_ok=True)
-        Path(f"{tmp}.data").unlink(missing_ok=True)
     return signature

@@ -58,6 +58,30 @@ def _diffs(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> tuple
     return float(abs_diff.max(initial=0.0)), float(rel_diff.max(initial=0.0)), ok
 
 
+def _check_shapes(got: dict[str, np.ndarray], want: dict[str, np.ndarray], names: Any, where: str, axes: str) -> None:
+    """Raise :class:`ParityError` when an output's shape differs between onnxruntime and PyTorch (a graph specialized
+    to its example's shape); ``axes`` names what the export must make dynamic."""
+    for name in names:
+        if got[name].shape != want[name].shape:
+            raise ParityError(f"output {name!r} has shape {list(got[name].shape)} in onnxruntime but {list(want[name].shape)} in "
+                              f"PyTorch {where}; re-export with {axes}")
+
+
+def _accumulate(per_output: dict[str, dict[str, float]], got: dict[str, np.ndarray], want: dict[str, np.ndarray],
+                atol: float, rtol: float, where: str) -> None:
+    """Fold one comparison into ``per_output``'s maxima; raise :class:`ParityError` on the first output past the tolerance."""
+    for name, stats in per_output.items():
+        max_abs, max_rel, ok = _diffs(got[name], want[name], atol, rtol)
+        stats["max_abs_diff"] = max(stats["max_abs_diff"], max_abs)
+        stats["max_rel_diff"] = max(stats["max_rel_diff"], max_rel)
+        if not ok:
+            raise ParityError(
+                f"output {name!r} differs between onnxruntime and PyTorch by up to {max_abs:.3g} (relative {max_rel:.3g}) "
+                f"{where}, beyond atol={atol:g} + rtol={rtol:g}; the ONNX file does not reproduce the model: "
+                "re-export it from this model and do not loosen the tolerance to pass"
+            )
+
+
 def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndarray,
                  atol: float = 1e-5, rtol: float = 1e-4, *, categorical: np.ndarray | None = None,
                  preprocessor: Preprocessor | None = None, per_row: dict[str, np.ndarray] | None = None) -> ParityReport:
@@ -116,26 +140,11 @@ def check_parity(serving_model: nn.Module, onnx_path: str | Path, x_raw: np.ndar
             onehot = preprocessor.onehot(cats[rows])  # type: ignore[union-attr]
         want = _torch_outputs(serving_model, batch, onehot, names_out)
         got = dict(zip(out_names, session.run(out_names, feeds), strict=True))
-        for name in names_out:
-            if got[name].shape != want[name].shape:
-                raise ParityError(
-                    f"output {name!r} has shape {list(got[name].shape)} in onnxruntime but {list(want[name].shape)} in PyTorch "
-                    f"for a batch of {len(batch)}; re-export with a dynamic batch dimension"
-                )
+        _check_shapes(got, want, names_out, f"for a batch of {len(batch)}", "a dynamic batch dimension")
         if per_row is not None and rows == slice(None):
             per_row.update({name: np.abs(got[name][:n_given].astype(np.float64) - want[name][:n_given].astype(np.float64)).reshape(-1)
                             for name in names_out})
-        for name in names_out:
-            max_abs, max_rel, ok = _diffs(got[name], want[name], atol, rtol)
-            stats = per_output[name]
-            stats["max_abs_diff"] = max(stats["max_abs_diff"], max_abs)
-            stats["max_rel_diff"] = max(stats["max_rel_diff"], max_rel)
-            if not ok:
-                raise ParityError(
-                    f"output {name!r} differs between onnxruntime and PyTorch by up to {max_abs:.3g} (relative {max_rel:.3g}) "
-                    f"on a batch of {len(batch)}, beyond atol={atol:g} + rtol={rtol:g}; the ONNX file does not reproduce the model: "
-                    "re-export it from this model and do not loosen the tolerance to pass"
-                )
+        _accumulate(per_output, got, want, atol, rtol, f"on a batch of {len(batch)}")
     return ParityReport(
         atol=atol,
         rtol=rtol,
@@ -193,20 +202,8 @@ def check_text_parity(serving_model: nn.Module, onnx_path: str | Path, encoder: 
             want = dict(zip(names_out, (t.numpy() for t in serving_model(*(torch.from_numpy(feeds[n]) for n in names_in))),
                             strict=True))
         got = dict(zip(out_names, session.run(out_names, {n: feeds[n] for n in names_in}), strict=True))
-        for name in names_out:
-            if got[name].shape != want[name].shape:
-                raise ParityError(f"output {name!r} has shape {list(got[name].shape)} in onnxruntime but {list(want[name].shape)} in "
-                                  f"PyTorch for token ids {shape}; re-export with dynamic batch and sequence axes")
-            max_abs, max_rel, ok = _diffs(got[name], want[name], atol, rtol)
-            stats = per_output[name]
-            stats["max_abs_diff"] = max(stats["max_abs_diff"], max_abs)
-            stats["max_rel_diff"] = max(stats["max_rel_diff"], max_rel)
-            if not ok:
-                raise ParityError(
-                    f"output {name!r} differs between onnxruntime and PyTorch by up to {max_abs:.3g} (relative {max_rel:.3g}) "
-                    f"on token ids {shape}, beyond atol={atol:g} + rtol={rtol:g}; the ONNX file does not reproduce the model: "
-                    "re-export it from this model and do not loosen the tolerance to pass"
-                )
+        _check_shapes(got, want, names_out, f"for token ids {shape}", "dynamic batch and sequence axes")
+        _accumulate(per_output, got, want, atol, rtol, f"on token ids {shape}")
     report = ParityReport(
         atol=atol, rtol=rtol,
         max_abs_diff=max(s["max_abs_diff"] for s in per_output.values()),
