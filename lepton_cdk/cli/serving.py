@@ -46,12 +46,24 @@ def export_triton(
     force: Annotated[bool, typer.Option("--force", help="Replace OUT/<model>/ if it exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
-    """Write a Triton model repository (<model>/1/model.onnx + config.pbtxt) from the manifest's signature."""
+    """Write a Triton model repository (<model>/1/model.onnx + config.pbtxt) from the manifest's signature.
+
+    A text model becomes an ensemble that takes the raw strings lepton serve takes: <model>/ (the ensemble),
+    <model>-tokenizer/ (Python backend, the manifest's tokenizer) and <model>-onnx/ (the model).
+    """
     from lepton_cdk.serve.triton_repo import export_triton_repository
 
     result = export_triton_repository(manifest, out, force=force)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
+    elif result.steps:
+        from importlib.metadata import version
+
+        # the tokenizer step runs in Triton's Python backend, whose image has numpy but not tokenizers
+        typer.echo(f"wrote {result.model_dir} (the ensemble clients call, raw strings in) and its steps "
+                   f"{', '.join(p.name for p in result.steps)} (model sha256 {result.sha256[:12]}...); serve with: "
+                   f"docker run --gpus all -p 8000:8000 -v {result.repository.resolve()}:/models {result.image} "
+                   f"bash -c 'pip install tokenizers=={version('tokenizers')} && tritonserver --model-repository=/models'")
     else:
         typer.echo(f"wrote {result.model_dir}: config.pbtxt and 1/model.onnx (sha256 {result.sha256[:12]}...); "
                    f"serve with: docker run --gpus all -p 8000:8000 -v {result.repository.resolve()}:/models {result.image} "
@@ -60,7 +72,8 @@ def export_triton(
 
 def predict(
     url: Annotated[str, typer.Argument(help="Base URL of an OIP v2 server (lepton serve or Triton), e.g. http://127.0.0.1:8080.")],
-    input_csv: Annotated[Path, typer.Option("--input", help="CSV file with a header row holding the model's raw feature columns.")],
+    input_csv: Annotated[Path, typer.Option("--input", help="CSV file with a header row holding the model's raw feature columns "
+                                                           "(a text model: its text column, sent as written).")],
     model: Annotated[str | None, typer.Option("--model", help="Model name. Default: the only model the server has.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per request (capped by the server's max batch size).")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,

@@ -5,7 +5,8 @@ Endpoints (``{name}`` is the manifest's model name, ``{version}`` its version):
 - ``GET /v2``: server metadata; ``GET /v2/health/live``, ``GET /v2/health/ready``
 - ``GET /v2/models/{name}[/versions/{version}]``: model metadata (the provider in use is in ``parameters``)
 - ``GET /v2/models/{name}[/versions/{version}]/ready``
-- ``POST /v2/models/{name}[/versions/{version}]/infer``
+- ``POST /v2/models/{name}[/versions/{version}]/infer``: JSON tensors, or binary ones (Triton's binary tensor data
+  extension: the ``Inference-Header-Content-Length`` header, ``binary_data_size`` / ``binary_data`` parameters)
 - ``POST /v2/repository/index``: the models served (Triton's extension, so one client finds the model on both)
 - ``GET /metrics``: Prometheus text (requests, errors, inference latency, rows; requests the HTTP
   layer refused, as malformed or too slow, count under ``endpoint="http_protocol"``)
@@ -13,16 +14,24 @@ Endpoints (``{name}`` is the manifest's model name, ``{version}`` its version):
 Every error is ``{"error": "..."}`` with a 4xx status (5xx only when
 onnxruntime itself fails or the server has a bug); a bad request never stops
 the server and never leaves a traceback in its log. Malformed HTTP and slow
-clients are answered below the app, in ``server.py``.
+clients are answered below the app, in ``server.py``; so are most inference requests, which
+``protocol.py`` answers through the same :class:`InferenceEndpoint` without starlette in between.
 """
 
 from __future__ import annotations
 
+from lepton_cdk.extras import require_extra
+
+require_extra("lepton_cdk.serve", "serve")
+
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -34,12 +43,15 @@ from starlette.routing import Route
 from lepton_cdk import __version__
 from lepton_cdk.contract.serving import COLUMNS_PARAMETER
 
+from . import binary as binary_ext
 from .errors import InferenceRequestError
 from .runtime import LoadedModel
-from .tensors import shown
+from .tensors import TEXT_PARAMETER, InferenceRequest, shown
 
 DEFAULT_MAX_BODY_BYTES = 64 * 2**20
 PROVIDER_HEADER = "X-Lepton-Execution-Provider"
+# What GET /v2 advertises: Triton's repository index, and its binary tensor data extension
+EXTENSIONS = ("model_repository", binary_ext.EXTENSION)
 SERVER_NAME = "lepton-serve"
 _log = logging.getLogger("lepton.serve")
 # Inference latency buckets, in seconds: a small MLP answers in well under a millisecond
@@ -48,6 +60,14 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _JSON_MEDIA_TYPES = frozenset({"", "application/json", "text/plain", "application/x-www-form-urlencoded"})
 # Status for a client that went away before its request arrived (nginx's convention); only the metrics see it
 CLIENT_CLOSED_REQUEST = 499
+# Bodies up to this size are inferred inline on the event loop: a thread hop costs ~140 us on this kind of machine,
+# ten times what onnxruntime takes for a small batch. Larger bodies (and every text model, whose tokenizer can take
+# milliseconds) run in a worker thread, so one big request never stalls the other connections.
+INLINE_BODY_BYTES = 64 * 1024
+
+
+_DIGITS_TO_NINES = bytes.maketrans(b"0123456789", b"9" * 10)
+_NINETEEN_DIGITS = b"9" * 19
 
 
 def _json_constant(name: str) -> float:
@@ -63,6 +83,14 @@ def parse_request_json(body: bytes) -> object:
     nesting past Python's recursion limit and integer literals past Python's 4300-digit conversion limit.
     A number too large for its tensor (or infinite) is the signature's to refuse, with the tensor's name.
     """
+    # orjson reads a body ~10x faster; whatever it refuses (NaN tokens, lone surrogates, deep nesting, bad bytes)
+    # goes to json.loads, which accepts what the protocol allows or says why not. orjson reads an integer past 64
+    # bits as a float, so a body with a 19-digit run (no float's repr has one) goes to json.loads as well.
+    if _NINETEEN_DIGITS not in body.translate(_DIGITS_TO_NINES):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(body, parse_constant=_json_constant)
     except json.JSONDecodeError as exc:
@@ -88,7 +116,29 @@ class OIPJSONResponse(JSONResponse):
 
     def render(self, content: object) -> bytes:
         """The body bytes: compact JSON, ASCII only, NaN and Infinity allowed."""
-        return json.dumps(content, ensure_ascii=True, allow_nan=True, separators=(",", ":")).encode("ascii")
+        return _json_body(content)
+
+
+def _json_body(content: object) -> bytes:
+    # not orjson: it writes NaN as null, and a model's NaN output must reach the client as NaN
+    return json.dumps(content, ensure_ascii=True, allow_nan=True, separators=(",", ":")).encode("ascii")
+
+
+def _plain_json(results: dict, binary_outputs: frozenset[str], request_id: str | None) -> bool:
+    """Whether orjson may write the response (~20x faster than json.dumps): only finite numbers and ASCII text in its
+    JSON part, where both write the same document. orjson would write NaN as null and refuse a lone surrogate."""
+    if request_id is not None and not request_id.isascii():
+        return False
+    for name, array in results.items():
+        if name in binary_outputs:
+            continue
+        if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not np.isfinite(array).all()):
+            return False
+    return True
+
+
+def _error_body(message: str) -> bytes:
+    return _json_body({"error": message})
 
 
 def _one_line(exc: Exception) -> str:
@@ -106,27 +156,174 @@ class _Metrics:
         self.latency = Histogram("lepton_inference_latency_seconds", "Time to validate, run and encode one inference request.",
                                  ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.rows = Counter("lepton_inference_rows_total", "Rows (batch entries) inferred.", ["model"], registry=self.registry)
+        self._children: dict[tuple[str, int], list] = {}
 
     def count(self, endpoint: str, status: int) -> None:
         """Count one answered request (and, for a 4xx or 5xx, one error) under ``endpoint``."""
-        self.requests.labels(endpoint, str(status)).inc()
-        if status >= 400:
-            self.errors.labels(endpoint, str(status)).inc()
+        key = (endpoint, status)
+        counters = self._children.get(key)
+        if counters is None:  # looking a label set up costs more than counting; endpoints x statuses stay few
+            counters = [self.requests.labels(endpoint, str(status))]
+            if status >= 400:
+                counters.append(self.errors.labels(endpoint, str(status)))
+            self._children[key] = counters
+        for counter in counters:
+            counter.inc()
 
 
 def _error(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return OIPJSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def check_json_content_type(request: Request) -> None:
-    """Refuse (415) a body declared as something JSON cannot be, such as Triton's binary tensor extension."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type not in _JSON_MEDIA_TYPES and not media_type.endswith("+json"):
-        raise InferenceRequestError(f"Content-Type {shown(media_type)} is not supported; send the OIP inference request as JSON "
-                                    "with Content-Type: application/json", 415)
-    if "inference-header-content-length" in request.headers:
-        raise InferenceRequestError("the binary tensor data extension (Inference-Header-Content-Length) is not supported; "
-                                    "send the whole request as JSON", 415)
+def check_content_type(content_type: str, header_length: str | None) -> None:
+    """Refuse (415) a body declared as something an inference request cannot be.
+
+    A body with the ``Inference-Header-Content-Length`` header (binary tensors after the JSON) may also be
+    ``application/octet-stream``, the type Triton answers such bodies with.
+    """
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type in _JSON_MEDIA_TYPES or media_type.endswith("+json") or (header_length is not None and media_type == binary_ext.MEDIA_TYPE):
+        return
+    raise InferenceRequestError(f"Content-Type {shown(media_type)} is not supported; send the OIP inference request as JSON with "
+                                f"Content-Type: application/json, or binary tensors with the {binary_ext.HEADER_LENGTH} header", 415)
+
+
+@dataclass
+class InferenceAnswer:
+    """An inference response ready to send: status, headers (beyond content-length) and body bytes."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class InferenceEndpoint:
+    """One inference request from body bytes to response bytes: the starlette route and the server's fast path
+    (``protocol.py``) both answer through it, so both validate, run, encode and measure alike.
+
+    Reads JSON tensors or binary ones (``Inference-Header-Content-Length``), returns binary outputs when the
+    request asks (``binary_data`` / ``binary_data_output``) as ``application/octet-stream`` with the JSON
+    part's length in ``Inference-Header-Content-Length``, as Triton does.
+    """
+
+    def __init__(self, model: LoadedModel, metrics: _Metrics) -> None:
+        self.model = model
+        self.signature = model.signature
+        self.metrics = metrics
+        # a text model's tokenizer may take milliseconds on a long text: it never runs on the event loop
+        self.inline_ok = model.text is None
+        self._latency = metrics.latency.labels(model.signature.name)
+        self._rows = metrics.rows.labels(model.signature.name)
+        self._provider = (PROVIDER_HEADER, model.provider)
+
+    def runs_inline(self, body_bytes: int) -> bool:
+        """Whether a request of ``body_bytes`` is cheap enough to answer on the event loop (see :data:`INLINE_BODY_BYTES`)."""
+        return self.inline_ok and body_bytes <= INLINE_BODY_BYTES
+
+    def answer(self, body: bytes, content_type: str, header_length: str | None) -> InferenceAnswer:
+        """The answer to one inference request body; a refused request is a 4xx answer, never an exception."""
+        return self.answer_many([(body, content_type, header_length)])[0]
+
+    def answer_many(self, bodies: Sequence[tuple[bytes, str, str | None]]) -> list[InferenceAnswer]:
+        """The answers to several inference requests (body, Content-Type, ``Inference-Header-Content-Length``), in order.
+
+        Requests that ask for the same outputs of a batched tabular model run as one ``session.run`` on their rows
+        concatenated (dynamic batching, as Triton's scheduler does), up to the model's ``max_batch_size``; each
+        still gets its own answer, validated, encoded and measured alone. If onnxruntime refuses a merged batch,
+        each request runs alone, so a refusal reaches only the request that caused it.
+        """
+        answers: list[InferenceAnswer | None] = [None] * len(bodies)
+        pending: list[tuple[int, InferenceRequest, float]] = []
+        for index, (body, content_type, header_length) in enumerate(bodies):
+            try:
+                started = time.perf_counter()
+                pending.append((index, self._decode(body, content_type, header_length), started))
+            except InferenceRequestError as exc:
+                answers[index] = self.error(str(exc), exc.status)
+        groups: dict[tuple[str, ...], list[tuple[int, InferenceRequest, float]]] = {}
+        # a text model's tokenizer pads a batch to its longest text: merged, a request's arrays would not be its own
+        mergeable = self.signature.batched and self.model.text is None
+        for item in pending:
+            groups.setdefault(tuple(item[1].outputs) if mergeable else (str(item[0]),), []).append(item)
+        for group in groups.values():
+            for chunk in self._chunks(group):
+                results = self._run_merged([request for _, request, _ in chunk]) if len(chunk) > 1 else None
+                for position, (index, request, started) in enumerate(chunk):
+                    try:
+                        one = results[position] if results is not None else self._run(request)
+                        answers[index] = self._encode(request, one, started)
+                    except InferenceRequestError as exc:
+                        answers[index] = self.error(str(exc), exc.status)
+                    except _OnnxRuntimeFailure as exc:
+                        answers[index] = self.error(str(exc), 500)
+        return answers  # type: ignore[return-value]
+
+    def error(self, message: str, status: int) -> InferenceAnswer:
+        """``{"error": message}`` as an answer."""
+        return InferenceAnswer(status, [("content-type", "application/json")], _error_body(message))
+
+    def _decode(self, body: bytes, content_type: str, header_length: str | None) -> InferenceRequest:
+        check_content_type(content_type, header_length)
+        if header_length is None:
+            doc, binary = parse_request_json(body), None
+        else:
+            head, binary = binary_ext.split_body(body, header_length)
+            doc = parse_request_json(head)
+        return self.signature.decode_inference(doc, binary=binary)
+
+    def _chunks(self, group: list) -> list[list]:
+        # consecutive requests whose rows together fit the model's max_batch_size run together
+        chunks: list[list] = []
+        rows = 0
+        for item in group:
+            if chunks and rows + item[1].rows <= self.signature.max_batch_size:
+                chunks[-1].append(item)
+                rows += item[1].rows
+            else:
+                chunks.append([item])
+                rows = item[1].rows
+        return chunks
+
+    def _run_merged(self, requests: list[InferenceRequest]) -> list[dict[str, np.ndarray]] | None:
+        """Each request's outputs from one run on the requests' rows concatenated; None when onnxruntime refuses the batch."""
+        try:
+            # a dynamic dimension past the batch one may differ between requests: then they cannot be concatenated
+            feeds = {name: np.concatenate([r.feeds[name] for r in requests]) for name in requests[0].feeds}
+            merged = self.model.infer(feeds, requests[0].outputs)
+        except Exception:  # whatever it is, running each request alone attributes it to the right one
+            return None
+        bounds = np.cumsum([r.rows for r in requests])[:-1]
+        parts = {name: np.split(array, bounds) for name, array in merged.items()}
+        return [{name: parts[name][i] for name in merged} for i in range(len(requests))]
+
+    def _run(self, request: InferenceRequest) -> dict[str, np.ndarray]:
+        try:
+            return self.model.infer(request.feeds, request.outputs)
+        except InferenceRequestError:
+            raise  # the tokenizer refused a text: the client's to fix
+        except Exception as exc:  # onnxruntime's own error types; the request was valid by the signature
+            from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+            if isinstance(exc, InvalidArgument):
+                # the values passed the signature but not the graph (an index past a table, say): the client's to fix
+                raise InferenceRequestError(f"the model refused the request's values: {_one_line(exc)}; check them against the model's "
+                                            "expected ranges") from None
+            _log.error("lepton serve: inference failed in onnxruntime: %s", _one_line(exc))
+            raise _OnnxRuntimeFailure(f"inference failed in onnxruntime: {_one_line(exc)}") from None
+
+    def _encode(self, request: InferenceRequest, results: dict[str, np.ndarray], started: float) -> InferenceAnswer:
+        doc_out, chunks = self.signature.encode_response_parts(results, request_id=request.request_id, binary=request.binary_outputs)
+        head_out = orjson.dumps(doc_out) if _plain_json(results, request.binary_outputs, request.request_id) else _json_body(doc_out)
+        self._latency.observe(time.perf_counter() - started)
+        self._rows.inc(request.rows)
+        if not chunks:
+            return InferenceAnswer(200, [("content-type", "application/json"), self._provider], head_out)
+        return InferenceAnswer(200, [("content-type", binary_ext.MEDIA_TYPE), (binary_ext.HEADER_LENGTH, str(len(head_out))), self._provider],
+                               b"".join([head_out, *chunks]))
+
+
+class _OnnxRuntimeFailure(Exception):
+    """onnxruntime failed on a request the signature accepted: the server's 500, not the client's 4xx."""
 
 
 class ClientGone(Exception):
@@ -154,11 +351,27 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def text_parameters(model: LoadedModel) -> dict[str, str | int]:
+    """How a text model reads its strings, as model metadata parameters (empty for a tabular model).
+
+    A client learns from these which input takes raw text (sent as written, not stripped), and a reader
+    sees the truncation the signature states: texts past ``max_length`` tokens are cut, never refused.
+    """
+    text = model.manifest.signature.text
+    if text is None:
+        return {}
+    return {TEXT_PARAMETER + "input": text.input, TEXT_PARAMETER + "max_length": text.max_length,
+            TEXT_PARAMETER + "truncation": text.truncation, TEXT_PARAMETER + "padding": text.padding,
+            TEXT_PARAMETER + "max_chars": model.signature.max_text_chars,
+            TEXT_PARAMETER + "tokenizer_sha256": model.manifest.artifact(text.tokenizer).sha256}
+
+
 def create_app(model: LoadedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The starlette application serving ``model``."""
     sig = model.signature
     metrics = _Metrics()
     headers = {PROVIDER_HEADER: model.provider}
+    endpoint = InferenceEndpoint(model, metrics)
 
     def instrumented(endpoint: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def wrapper(request: Request) -> Response:
@@ -183,7 +396,7 @@ def create_app(model: LoadedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
             raise InferenceRequestError(f"model {shown(name)} has no version {shown(version)}; this server serves version {sig.version!r}", 404)
 
     async def server_metadata(request: Request) -> Response:
-        return OIPJSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": ["model_repository"]})
+        return OIPJSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)})
 
     async def live(request: Request) -> Response:
         return OIPJSONResponse({"live": True})
@@ -199,6 +412,7 @@ def create_app(model: LoadedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         for binding in sig.inputs:
             if binding.columns:
                 parameters[COLUMNS_PARAMETER + binding.name] = json.dumps(list(binding.columns))
+        parameters.update(text_parameters(model))
         return OIPJSONResponse({
             "name": sig.name, "versions": [sig.version], "platform": "onnxruntime_onnx",
             "inputs": [b.metadata() for b in sig.inputs], "outputs": [b.metadata() for b in sig.outputs],
@@ -214,26 +428,15 @@ def create_app(model: LoadedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
 
     async def infer(request: Request) -> Response:
         check_model(request)
-        check_json_content_type(request)
-        started = time.perf_counter()
+        content_type = request.headers.get("content-type", "")
+        header_length = request.headers.get("inference-header-content-length")
+        check_content_type(content_type, header_length)  # before reading the body: a wrong type is refused unread
         body = await read_limited_body(request, max_body_bytes)
-        doc = parse_request_json(body)
-        feeds, outputs = sig.decode_request(doc)
-        try:
-            results = await run_in_threadpool(model.infer, feeds, outputs)
-        except Exception as exc:  # onnxruntime's own error types; the request was valid by the signature
-            from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
-
-            if isinstance(exc, InvalidArgument):
-                # the values passed the signature but not the graph (an index past a table, say): the client's to fix
-                raise InferenceRequestError(f"the model refused the request's values: {_one_line(exc)}; check them against the model's "
-                                            "expected ranges") from None
-            _log.error("lepton serve: inference failed in onnxruntime: %s", _one_line(exc))
-            return _error(f"inference failed in onnxruntime: {_one_line(exc)}", 500)
-        body_out = sig.encode_response(results, request_id=doc.get("id"))
-        metrics.latency.labels(sig.name).observe(time.perf_counter() - started)
-        metrics.rows.labels(sig.name).inc(next(iter(feeds.values())).shape[0] if sig.batched else 1)
-        return OIPJSONResponse(body_out, headers=headers)
+        if endpoint.runs_inline(len(body)):
+            answer = endpoint.answer(body, content_type, header_length)
+        else:
+            answer = await run_in_threadpool(endpoint.answer, body, content_type, header_length)
+        return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -267,4 +470,5 @@ def create_app(model: LoadedModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.state.model = model
     app.state.metrics = metrics
+    app.state.endpoint = endpoint  # the server's fast path answers inference requests through it
     return app

@@ -5,10 +5,17 @@ It speaks only the protocol (plus Triton's ``/v2/repository/index`` and
 talks to ``lepton serve`` and to Triton. The model's signature comes from the
 endpoint's own metadata; the CSV columns of each input come from the
 ``lepton.columns.<input>`` parameter (model metadata on ``lepton serve``,
-the model config on Triton).
+the model config on Triton). A text model's string input is named by the
+``lepton.text.input`` parameter; its CSV cells are sent exactly as written.
+Tensors travel as binary (Triton's binary tensor data extension, both ways)
+when the server lists ``binary_tensor_data`` in ``GET /v2``, as JSON otherwise.
 """
 
 from __future__ import annotations
+
+from lepton_cdk.extras import require_extra
+
+require_extra("lepton_cdk.serve", "serve")
 
 import csv
 import json
@@ -23,8 +30,10 @@ import numpy as np
 
 from lepton_cdk.contract.serving import COLUMNS_PARAMETER
 
+from . import binary as binary_ext
 from .errors import ClientError, ServingMismatchError
-from .tensors import TensorBinding, rows_to_inputs
+from .tensors import TEXT_PARAMETER, TensorBinding, rows_to_inputs
+from .triton_repo import ONNX_STEP_SUFFIX, TOKENIZER_STEP_SUFFIX
 
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_TIMEOUT_S = 30.0
@@ -40,6 +49,8 @@ class RemoteModel:
     inputs: tuple[TensorBinding, ...]
     outputs: tuple[TensorBinding, ...]
     max_batch_size: int | None
+    text_inputs: tuple[str, ...] = ()  # inputs that take raw text (a text model's strings)
+    binary: bool = False  # the server speaks the binary tensor data extension (GET /v2 lists it)
 
 
 @dataclass
@@ -102,6 +113,8 @@ def discover_model(client: httpx.Client, url: str, model: str | None = None) -> 
     if model is None:
         index = _json(_call(client, "POST", f"{base}/v2/repository/index", json={}), "listing models")
         names = sorted({m.get("name") for m in index if isinstance(m, dict) and m.get("state", "READY") == "READY"} - {None})
+        # a text model's ensemble steps (<name>-tokenizer, <name>-onnx beside <name>) are not what a client calls
+        names = [n for n in names if not any(n == m + suffix for m in names for suffix in (TOKENIZER_STEP_SUFFIX, ONNX_STEP_SUFFIX))]
         if len(names) != 1:
             raise ClientError(f"{base} serves {len(names)} ready models ({', '.join(names) or 'none'}); pass --model NAME")
         model = names[0]
@@ -109,6 +122,7 @@ def discover_model(client: httpx.Client, url: str, model: str | None = None) -> 
     parameters = meta.get("parameters") or {}
     max_batch = parameters.get("max_batch_size")
     columns: dict[str, list[str]] = {}
+    text_inputs = [parameters[TEXT_PARAMETER + "input"]] if isinstance(parameters.get(TEXT_PARAMETER + "input"), str) else []
     for key, value in parameters.items():
         if key.startswith(COLUMNS_PARAMETER):
             columns[key.removeprefix(COLUMNS_PARAMETER)] = json.loads(value)
@@ -118,18 +132,27 @@ def discover_model(client: httpx.Client, url: str, model: str | None = None) -> 
         if config_response.status_code < 400:
             config = config_response.json()
             max_batch = config.get("max_batch_size", max_batch)
-            for key, value in (config.get("parameters") or {}).items():
-                if key.startswith(COLUMNS_PARAMETER) and isinstance(value, dict):
-                    columns[key.removeprefix(COLUMNS_PARAMETER)] = json.loads(value.get("string_value", "[]"))
+            config_parameters = {key: value.get("string_value") for key, value in (config.get("parameters") or {}).items()
+                                 if isinstance(value, dict)}
+            for key, value in config_parameters.items():
+                if key.startswith(COLUMNS_PARAMETER):
+                    columns[key.removeprefix(COLUMNS_PARAMETER)] = json.loads(value or "[]")
+            if config_parameters.get(TEXT_PARAMETER + "input"):
+                text_inputs = [config_parameters[TEXT_PARAMETER + "input"]]
+            # a text model's ensemble declares max_batch_size 0 (whole shapes) and states the model's own limit here
+            max_batch = config_parameters.get("lepton.max_batch_size") or max_batch
 
     def binding(tensor: dict, with_columns: bool) -> TensorBinding:
         return TensorBinding(tensor["name"], tensor["datatype"], tuple(int(d) for d in tensor["shape"]),
                              tuple(columns.get(tensor["name"], ())) if with_columns else ())
 
     versions = meta.get("versions") or [""]
+    server = _json(_call(client, "GET", f"{base}/v2"), "server metadata")
+    extensions = server.get("extensions") if isinstance(server, dict) else None
     return RemoteModel(url=base, name=meta.get("name", model), version=str(versions[-1]),
                        inputs=tuple(binding(t, True) for t in meta["inputs"]), outputs=tuple(binding(t, False) for t in meta["outputs"]),
-                       max_batch_size=int(max_batch) if max_batch else None)
+                       max_batch_size=int(max_batch) if max_batch else None, text_inputs=tuple(text_inputs),
+                       binary=isinstance(extensions, list) and binary_ext.EXTENSION in extensions)
 
 
 def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
@@ -153,8 +176,48 @@ def _check_columns(remote: RemoteModel, header: list[str], source: str) -> None:
             raise ClientError(f"{remote.url} does not say which CSV columns feed input {binding.name!r} "
                               f"(no {COLUMNS_PARAMETER}{binding.name} parameter); serve a model exported by lepton-cdk")
         missing = [c for c in binding.columns if c not in header]
+        if missing and binding.name in remote.text_inputs:
+            shown_header = ", ".join(map(repr, header[:8])) + (", ..." if len(header) > 8 else "")
+            raise ClientError(f"{source} has no column {missing[0]!r}, which holds the texts the model reads (its columns: {shown_header}); "
+                              f"add it, or rename the column holding the texts to {missing[0]!r}")
         if missing:
             raise ClientError(f"{source} lacks column(s) {', '.join(missing)} that input {binding.name!r} needs; add them to the CSV")
+
+
+def inference_request(remote: RemoteModel, tensors: list[dict[str, Any]], request_id: str) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one inference request for ``tensors`` (OIP inputs with JSON ``data``).
+
+    When the server speaks the binary tensor data extension, each tensor's values go as bytes after the
+    JSON and every output is asked back as binary; otherwise the whole request is JSON.
+    """
+    if not remote.binary:
+        return json.dumps({"id": request_id, "inputs": tensors}).encode(), {"content-type": "application/json"}
+    by_name = {b.name: b for b in remote.inputs}
+    inputs, chunks = [], []
+    for tensor in tensors:
+        binding = by_name[tensor["name"]]
+        array = np.asarray(tensor["data"], dtype=object if binding.datatype == "BYTES" else binding.numpy_dtype)
+        raw = binary_ext.raw_from_array(binding.datatype, array)
+        inputs.append({"name": tensor["name"], "datatype": tensor["datatype"], "shape": tensor["shape"],
+                       "parameters": {binary_ext.SIZE_PARAMETER: len(raw)}})
+        chunks.append(raw)
+    head = json.dumps({"id": request_id, "inputs": inputs, "parameters": {binary_ext.ALL_OUTPUTS_PARAMETER: True}}).encode()
+    return b"".join([head, *chunks]), {"content-type": binary_ext.MEDIA_TYPE, binary_ext.HEADER_LENGTH: str(len(head))}
+
+
+def _answer(response: httpx.Response, what: str) -> dict[str, Any]:
+    if response.status_code >= 400 or binary_ext.HEADER_LENGTH.lower() not in response.headers:
+        return _json(response, what)
+    return binary_ext.read_binary_response(response.content, response.headers[binary_ext.HEADER_LENGTH])
+
+
+def _output_array(tensor: dict[str, Any]) -> np.ndarray:
+    data = tensor["data"]
+    if tensor["datatype"] == "BYTES":
+        # binary BYTES arrive as bytes, JSON ones as text: both become text, decoded as the server encodes JSON
+        values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in np.asarray(data, dtype=object).ravel().tolist()]
+        return np.array(values, dtype=object).reshape(tensor["shape"])
+    return np.asarray(data, dtype=np.float64).reshape(tensor["shape"])
 
 
 def infer_rows(client: httpx.Client, remote: RemoteModel, rows: list[dict[str, str]], *, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -166,15 +229,13 @@ def infer_rows(client: httpx.Client, remote: RemoteModel, rows: list[dict[str, s
     provider = None
     for start in range(0, len(rows), step):
         chunk = rows[start:start + step]
-        body = {"id": f"rows-{start}", "inputs": rows_to_inputs(chunk, remote.inputs, source=source)}
-        response = _call(client, "POST", f"{remote.url}/v2/models/{remote.name}/infer", content=json.dumps(body),
-                         headers={"content-type": "application/json"})
-        answer = _json(response, f"inference on rows {start + 1}-{start + len(chunk)}")
+        tensors = rows_to_inputs(chunk, remote.inputs, source=source, text_inputs=remote.text_inputs)
+        body, headers = inference_request(remote, tensors, f"rows-{start}")
+        response = _call(client, "POST", f"{remote.url}/v2/models/{remote.name}/infer", content=body, headers=headers)
+        answer = _answer(response, f"inference on rows {start + 1}-{start + len(chunk)}")
         provider = response.headers.get("x-lepton-execution-provider", provider)
         for tensor in answer.get("outputs", []):
-            dtype = object if tensor["datatype"] == "BYTES" else np.float64
-            array = np.asarray(tensor["data"], dtype=dtype).reshape(tensor["shape"])
-            collected.setdefault(tensor["name"], []).append(array)
+            collected.setdefault(tensor["name"], []).append(_output_array(tensor))
     outputs = {name: np.concatenate(parts) for name, parts in collected.items()}
     return Predictions(model=remote, rows=len(rows), outputs=outputs, provider=provider)
 

@@ -6,9 +6,19 @@ cannot be served; every other artifact the manifest lists is re-hashed too,
 and no path may leave the manifest's folder. The execution provider actually in use is read back from
 the session, because ``onnxruntime-gpu`` silently falls back to CPU when the
 CUDA libraries are missing.
+
+A text model (``signature.text`` in its manifest) is served with its
+tokenizer: the tokenizer artifact is built from the very bytes its checksums
+were computed over, and each request's strings become the graph's inputs
+through :class:`lepton_cdk.serve.text.TextEncoder`, the function the
+pipeline's parity gate used, so what was gated is what is served.
 """
 
 from __future__ import annotations
+
+from lepton_cdk.extras import require_extra
+
+require_extra("lepton_cdk.serve", "serve")
 
 import logging
 from dataclasses import dataclass
@@ -19,8 +29,9 @@ import numpy as np
 from lepton_cdk.contract import ContractError, Manifest, read_artifact_bytes, read_manifest, verify_artifact
 from lepton_cdk.contract.serving import tensor_type
 
-from .errors import ServeError
+from .errors import InferenceRequestError, ServeError
 from .tensors import ModelSignature
+from .text import TextEncoder, TextInputError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -59,10 +70,23 @@ class LoadedModel:
     session: object  # onnxruntime.InferenceSession
     provider: str
     manifest_path: Path
+    text: TextEncoder | None = None  # a text model's tokenizer step; None for a tabular model
+
+    def graph_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The graph's inputs for validated request ``feeds``: a text model's strings tokenized, other feeds as they are.
+
+        Raises :class:`InferenceRequestError` (400) when the tokenizer refuses a text.
+        """
+        if self.text is None:
+            return feeds
+        try:
+            return self.text.encode(feeds[self.text.input_name].ravel().tolist())
+        except TextInputError as exc:
+            raise InferenceRequestError(f"input {self.text.input_name!r}: {exc}") from None
 
     def infer(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        """Run the session (thread-safe in onnxruntime) and return the named outputs."""
-        values = self.session.run(outputs, feeds)
+        """Tokenize a text model's strings, run the session (thread-safe in onnxruntime) and return the named outputs."""
+        values = self.session.run(outputs, self.graph_feeds(feeds))
         return dict(zip(outputs, values, strict=True))
 
 
@@ -89,9 +113,23 @@ def verify_other_artifacts(manifest: Manifest) -> None:
                 raise ServeError(f"refusing to serve: {exc}") from None
 
 
+def load_text_encoder(manifest: Manifest) -> TextEncoder | None:
+    """A text model's :class:`~lepton_cdk.serve.text.TextEncoder`, built from its checksum-verified tokenizer
+    artifact (None for a tabular model); :class:`ServeError` (one line) when the artifact does not match."""
+    if manifest.signature.text is None:
+        return None
+    try:
+        return TextEncoder.from_manifest(manifest)
+    except ContractError as exc:
+        raise ServeError(f"refusing to serve: {exc}") from None
+
+
 def _check_session_matches(session, manifest: Manifest, path: Path) -> None:
-    """The graph's inputs and outputs must be the manifest's, or requests would be validated against a lie."""
-    for label, specs, args in (("input", manifest.signature.inputs, session.get_inputs()),
+    """The graph's inputs and outputs must be the manifest's, or requests would be validated against a lie.
+
+    A text model's graph takes ``signature.text.graph_inputs`` (token ids), not the strings clients send.
+    """
+    for label, specs, args in (("input", manifest.signature.graph_inputs, session.get_inputs()),
                                ("output", manifest.signature.outputs, session.get_outputs())):
         graph = {a.name: a.type for a in args}
         for spec in specs:
@@ -100,6 +138,10 @@ def _check_session_matches(session, manifest: Manifest, path: Path) -> None:
                 raise ServeError(f"manifest {path} lists {label} {spec.name!r} but the ONNX graph has {sorted(graph)}; re-run the pipeline")
             if graph[spec.name] != onnx_type:
                 raise ServeError(f"{label} {spec.name!r} is {graph[spec.name]} in the ONNX graph but {spec.dtype} in manifest {path}; re-run the pipeline")
+    # a graph input the manifest does not list could never be fed: every request would fail inside onnxruntime
+    unlisted = [a.name for a in session.get_inputs() if a.name not in {s.name for s in manifest.signature.graph_inputs}]
+    if unlisted:
+        raise ServeError(f"the ONNX graph takes input(s) {', '.join(map(repr, unlisted))} that manifest {path} does not list; re-run the pipeline")
 
 
 def load_model(manifest_path: str | Path, *, providers: str = "auto", threads: int = 0) -> LoadedModel:
@@ -116,6 +158,7 @@ def load_model(manifest_path: str | Path, *, providers: str = "auto", threads: i
     path = Path(manifest_path)
     data = verified_model_bytes(manifest)
     verify_other_artifacts(manifest)
+    text = load_text_encoder(manifest)
     wanted, required = resolve_providers(providers, ort.get_available_providers())
     if CUDA in wanted and hasattr(ort, "preload_dlls"):
         # onnxruntime-gpu[cuda,cudnn] ships CUDA/cuDNN as pip packages; they load only when asked
@@ -124,7 +167,9 @@ def load_model(manifest_path: str | Path, *, providers: str = "auto", threads: i
         except Exception as exc:  # a missing library shows up below as a fallback to CPU
             logging.getLogger("lepton.serve").warning("lepton serve: preloading CUDA libraries failed: %s", exc)
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # onnxruntime's warnings would bury the one startup line that matters
+    # fatal only: its warnings would bury the one startup line that matters, and its error line for a refused run repeats,
+    # per request, what the 400 (or the 500 and the server's own log line) already says: a client could fill the log
+    options.log_severity_level = 4
     if threads:
         options.intra_op_num_threads = threads
     try:
@@ -139,5 +184,5 @@ def load_model(manifest_path: str | Path, *, providers: str = "auto", threads: i
         logging.getLogger("lepton.serve").warning("lepton serve: this onnxruntime has %s but it did not load; serving on %s", CUDA, in_use)
     _check_session_matches(session, manifest, path)
     return LoadedModel(manifest=manifest, signature=ModelSignature.from_manifest(manifest), session=session,
-                       provider=in_use, manifest_path=path)
+                       provider=in_use, manifest_path=path, text=text)
 

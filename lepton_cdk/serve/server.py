@@ -4,8 +4,10 @@ On a signal uvicorn stops accepting connections, lets in-flight requests
 finish (up to ``graceful_timeout_s``) and returns; ``serve`` then returns
 normally, so a supervisor sees exit status 0 for an orderly stop.
 
-Connections speak HTTP/1.1 through :class:`BoundedH11Protocol`, uvicorn's h11
-protocol with two bounds uvicorn lacks: a client must send each whole request
+Connections speak HTTP/1.1 through :class:`~lepton_cdk.serve.protocol.OIPHttpProtocol`
+(uvicorn's httptools protocol, with a fast path for inference requests) bounded
+like :class:`BoundedH11Protocol`, uvicorn's h11 protocol with two bounds uvicorn
+lacks (the cutover proxy speaks through it): a client must send each whole request
 (headers and body) within ``request_timeout_s``, and a connection that opens
 and sends nothing is idle (``keep_alive_timeout_s``), so slow or silent
 clients (slowloris) cannot hold connections open. Malformed HTTP gets the
@@ -13,6 +15,10 @@ protocol's ``{"error": ...}`` body and no warning per request in the log.
 """
 
 from __future__ import annotations
+
+from lepton_cdk.extras import require_extra
+
+require_extra("lepton_cdk.serve", "serve")
 
 import asyncio
 import contextlib
@@ -218,9 +224,11 @@ def build_server(model: LoadedModel, *, host: str = "127.0.0.1", port: int = 808
     ``keep_alive_timeout_s`` closes a connection idle that long between requests (or before its first);
     ``request_timeout_s`` closes one whose request (headers and body) takes longer than that to arrive.
     """
+    from .protocol import InferenceBatcher, OIPHttpProtocol  # it builds on this module's pieces
+
     keep_alive_timeout_s = check_timeout("--keep-alive-timeout-s", keep_alive_timeout_s)
     app = create_app(model, max_body_bytes=max_body_bytes)
-    protocol = functools.partial(BoundedH11Protocol, request_timeout_s=check_timeout("--request-timeout-s", request_timeout_s),
+    protocol = functools.partial(OIPHttpProtocol, batcher=InferenceBatcher(app.state.endpoint), request_timeout_s=check_timeout("--request-timeout-s", request_timeout_s),
                                  on_refused=functools.partial(app.state.metrics.count, "http_protocol"))
     # ws="none": the server speaks no WebSocket, whichever library happens to be installed
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,

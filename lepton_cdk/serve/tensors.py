@@ -4,15 +4,22 @@ Protocol (v2) JSON tensors in, numpy arrays out, and back.
 Generic over the signature: any number of inputs and outputs, numeric, bool
 and string dtypes, a dynamic first dimension read as the batch. Raw CSV
 columns map to an input through its ``columns`` list, or, for a single input,
-through the signature's ``feature_names``.
+through the signature's ``feature_names``; a text model's string input reads
+the CSV column its ``columns`` name, else the column named like the input.
+A text model's strings are bounded per text (:data:`MAX_TEXT_CHARS`) as well
+as per request, so one huge string cannot cost the server a long tokenization.
 """
 
 from __future__ import annotations
 
+from lepton_cdk.extras import require_extra
+
+require_extra("lepton_cdk.serve", "serve")
+
 import itertools
 import math
 import reprlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +28,7 @@ import numpy as np
 from lepton_cdk.contract import Manifest
 from lepton_cdk.contract.serving import TENSOR_TYPES, TensorType, is_batched, tensor_columns, tensor_type
 
+from . import binary as binary_ext
 from .errors import ClientError, InferenceRequestError
 
 _OIP_TO_TYPE: dict[str, TensorType] = {t.oip: t for t in TENSOR_TYPES.values()}
@@ -29,6 +37,11 @@ _NUMBER = frozenset({int, float})
 _INTEGER = frozenset({int})
 # Types an OIP ``parameters`` value may have (the protocol's $parameter: string, number or boolean)
 _PARAMETER_VALUE = (str, int, float, bool)
+# Characters one text may have: far past any model's max_length (a token is a few characters), small enough
+# that tokenizing a whole request stays cheap. Texts longer than max_length tokens are truncated, not refused.
+MAX_TEXT_CHARS = 100_000
+# The model metadata / Triton config parameters that describe a text model to a client
+TEXT_PARAMETER = "lepton.text."
 
 
 class _Echo(reprlib.Repr):
@@ -87,11 +100,16 @@ class ModelSignature:
     outputs: tuple[TensorBinding, ...]
     batched: bool
     max_batch_size: int
+    text_input: str | None = None  # a text model's string input (signature.text.input); None for tabular models
+    max_text_chars: int = MAX_TEXT_CHARS
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> ModelSignature:
         """The signature recorded in ``manifest``."""
         columns = tensor_columns(manifest)
+        text = manifest.signature.text
+        if text is not None and not columns.get(text.input):
+            columns[text.input] = [text.input]  # no column recorded: the CSV column is named like the input
 
         def binding(spec) -> TensorBinding:
             kind = tensor_type(spec)
@@ -105,6 +123,7 @@ class ModelSignature:
             outputs=tuple(binding(s) for s in manifest.signature.outputs),
             batched=is_batched(manifest),
             max_batch_size=manifest.serving.max_batch_size,
+            text_input=text.input if text is not None else None,
         )
 
     def input(self, name: str) -> TensorBinding | None:
@@ -121,18 +140,35 @@ class ModelSignature:
         Returns the feeds (input name -> array of the model's dtype and the
         request's shape) and the output names asked for (all when the request
         names none). Raises :class:`InferenceRequestError` (400) naming the
-        first problem.
+        first problem. :meth:`decode_inference` also reads binary tensors.
+        """
+        request = self.decode_inference(doc)
+        return request.feeds, request.outputs
+
+    def decode_inference(self, doc: Any, *, binary: memoryview | bytes | None = None,
+                         raw_inputs: Sequence[bytes] | None = None) -> InferenceRequest:
+        """Validate an inference request against the signature: JSON ``data``, binary tensors or gRPC raw contents.
+
+        ``binary`` is what followed the JSON object in an HTTP body sent with the binary tensor data extension
+        (each input with ``parameters.binary_data_size`` takes its bytes from it, in order, and the sizes must
+        add up to all of it); ``raw_inputs`` is gRPC's ``raw_input_contents``, one entry per input in order.
+        Raises :class:`InferenceRequestError` (400) naming the first problem.
         """
         if not isinstance(doc, dict):
             raise InferenceRequestError("the request body must be a JSON object with an 'inputs' list")
         if "id" in doc and not isinstance(doc["id"], str):
             raise InferenceRequestError(f"'id' is {shown(doc['id'])}; the protocol's request id is a string, or leave it out")
         _check_parameters(doc, "the request")
+        all_binary = _flag(doc, binary_ext.ALL_OUTPUTS_PARAMETER, "the request")
         items = doc.get("inputs")
         if not isinstance(items, list) or not items:
             raise InferenceRequestError(f"the request has no 'inputs' list; send {self._expected_inputs()}")
+        if raw_inputs is not None and len(raw_inputs) != len(items):
+            raise InferenceRequestError(f"the request has {len(items)} inputs but {len(raw_inputs)} raw_input_contents; send one raw "
+                                        "content per input, in the inputs' order, or none")
         feeds: dict[str, np.ndarray] = {}
         batch_sizes: dict[str, int] = {}
+        offset = 0
         for index, item in enumerate(items):
             if not isinstance(item, dict):
                 raise InferenceRequestError(f"inputs[{index}] is not an object; each input needs name, datatype, shape and data")
@@ -143,12 +179,31 @@ class ModelSignature:
             if name in feeds:
                 raise InferenceRequestError(f"input {name!r} is given twice; send each input once")
             _check_parameters(item, f"input {name!r}")
-            feeds[name] = _decode_tensor(binding, item, self.batched)
+            raw = raw_inputs[index] if raw_inputs is not None else None
+            size = (item.get("parameters") or {}).get(binary_ext.SIZE_PARAMETER)
+            if size is not None:
+                if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                    raise InferenceRequestError(f"input {name!r}: {binary_ext.SIZE_PARAMETER} is {shown(size)}; give the tensor's size in bytes")
+                if binary is None:
+                    raise InferenceRequestError(f"input {name!r} has {binary_ext.SIZE_PARAMETER} but the request carries no binary data; "
+                                                f"send the {binary_ext.HEADER_LENGTH} header and the tensor's bytes after the JSON")
+                if offset + size > len(binary):
+                    raise InferenceRequestError(f"input {name!r} says {size} bytes of binary data but only {len(binary) - offset} remain "
+                                                "after the JSON and the inputs before it; send each tensor's true size")
+                raw = binary[offset:offset + size]
+                offset += size
+            feeds[name] = _decode_tensor(binding, item, self.batched, raw)
+            if name == self.text_input:
+                _check_text_lengths(name, feeds[name], self.max_text_chars)
             if self.batched:
                 batch_sizes[name] = int(feeds[name].shape[0])
+        if binary is not None and offset != len(binary):
+            raise InferenceRequestError(f"the request carries {len(binary)} bytes of binary data after the JSON but its inputs' "
+                                        f"{binary_ext.SIZE_PARAMETER} add up to {offset}; send exactly the inputs' bytes")
         missing = [b.name for b in self.inputs if b.name not in feeds]
         if missing:
             raise InferenceRequestError(f"the request lacks input(s) {', '.join(missing)}; this model takes {self._expected_inputs()}")
+        rows = 1
         if self.batched:
             sizes = set(batch_sizes.values())
             if len(sizes) > 1:
@@ -160,32 +215,71 @@ class ModelSignature:
                 raise InferenceRequestError(
                     f"the request holds {rows} rows, over this model's max_batch_size of {self.max_batch_size}; split it into smaller requests"
                 )
-        return feeds, self._requested_outputs(doc.get("outputs"))
+        outputs, binary_outputs = self._requested_outputs(doc.get("outputs"), all_binary)
+        return InferenceRequest(feeds=feeds, outputs=outputs, binary_outputs=binary_outputs, request_id=doc.get("id"), rows=rows)
 
-    def _requested_outputs(self, outputs: Any) -> list[str]:
+    def _requested_outputs(self, outputs: Any, all_binary: bool) -> tuple[list[str], frozenset[str]]:
         if outputs is None:
-            return self.output_names()
+            names = self.output_names()
+            return names, frozenset(names) if all_binary else frozenset()
         if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
             raise InferenceRequestError("'outputs' must be a list of objects with a 'name'; leave it out to get every output")
+        binary = set()
         for output in outputs:
-            _check_parameters(output, f"output {shown(output['name'])}")
+            where = f"output {shown(output['name'])}"
+            _check_parameters(output, where)
+            if "class_count" in (output.get("parameters") or {}):
+                raise InferenceRequestError(f"{where}: the classification extension (class_count) is not supported; ask for the output "
+                                            "itself and rank its values in the client")
+            if _flag(output, binary_ext.OUTPUT_PARAMETER, where, default=all_binary):
+                binary.add(output["name"])
         names = [o["name"] for o in outputs]
         unknown = [n for n in names if n not in self.output_names()]
         if unknown:
             raise InferenceRequestError(f"output(s) {', '.join(map(shown, unknown[:6]))} do not exist; this model returns {', '.join(self.output_names())}")
-        return list(dict.fromkeys(names))
+        return list(dict.fromkeys(names)), frozenset(binary)
 
     def _expected_inputs(self) -> str:
         return ", ".join(b.describe() for b in self.inputs)
 
     def encode_response(self, results: Mapping[str, np.ndarray], *, request_id: str | None = None) -> dict[str, Any]:
-        """The OIP inference response for ``results`` (output name -> array)."""
+        """The OIP inference response for ``results`` (output name -> array), every output as JSON ``data``."""
+        return self.encode_response_parts(results, request_id=request_id)[0]
+
+    def encode_response_parts(self, results: Mapping[str, np.ndarray], *, request_id: str | None = None,
+                              binary: Collection[str] = ()) -> tuple[dict[str, Any], list[bytes]]:
+        """The OIP inference response for ``results``, and the binary tensors that follow it.
+
+        The outputs named in ``binary`` carry ``parameters.binary_data_size`` instead of ``data``; their
+        bytes are returned in the response's output order (the binary tensor data extension).
+        """
         by_name = {b.name: b for b in self.outputs}
         body: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
         if request_id is not None:
             body["id"] = request_id
-        body["outputs"] = [encode_tensor(by_name[name], array) for name, array in results.items()]
-        return body
+        tensors, chunks = [], []
+        for name, array in results.items():
+            binding = by_name[name]
+            if name in binary:
+                raw = binary_ext.raw_from_array(binding.datatype, array)
+                tensors.append({"name": name, "datatype": binding.datatype, "shape": list(array.shape),
+                                "parameters": {binary_ext.SIZE_PARAMETER: len(raw)}})
+                chunks.append(raw)
+            else:
+                tensors.append(encode_tensor(binding, array))
+        body["outputs"] = tensors
+        return body, chunks
+
+
+@dataclass
+class InferenceRequest:
+    """A validated inference request: the feeds, the outputs asked for (and which of them go back as binary)."""
+
+    feeds: dict[str, np.ndarray]
+    outputs: list[str]
+    binary_outputs: frozenset[str] = frozenset()
+    request_id: str | None = None
+    rows: int = 1  # batch entries (1 for a model without a batch dimension)
 
 
 def encode_tensor(binding: TensorBinding, array: np.ndarray) -> dict[str, Any]:
@@ -198,7 +292,7 @@ def encode_tensor(binding: TensorBinding, array: np.ndarray) -> dict[str, Any]:
 
 
 def _check_parameters(holder: dict, where: str) -> None:
-    """``parameters``, where present, must be an object of scalars; the binary tensor extension is refused by name."""
+    """``parameters``, where present, must be an object of scalars; Triton's shared-memory extension is refused by name."""
     parameters = holder.get("parameters")
     if parameters is None:
         return
@@ -207,9 +301,18 @@ def _check_parameters(holder: dict, where: str) -> None:
     for key, value in parameters.items():
         if not isinstance(value, _PARAMETER_VALUE):
             raise InferenceRequestError(f"{where}: parameter {shown(key)} is {shown(value)}; a parameter's value must be a string, number or boolean")
-    if "binary_data_size" in parameters:
-        # Triton's binary tensor extension puts the bytes after the JSON header; this server reads JSON 'data' only
-        raise InferenceRequestError(f"{where}: the binary tensor data extension ('binary_data_size') is not supported; send the values as JSON 'data'")
+    if "shared_memory_region" in parameters:
+        # the tensor would be in a memory region registered with the server; this server has no such regions
+        raise InferenceRequestError(f"{where}: the shared-memory extension (shared_memory_region) is not supported; send the tensor in "
+                                    f"the request, as JSON 'data' or binary ({binary_ext.SIZE_PARAMETER})")
+
+
+def _flag(holder: dict, key: str, where: str, *, default: bool = False) -> bool:
+    """A boolean parameter of ``holder`` (``default`` when absent); anything but true/false is refused."""
+    value = (holder.get("parameters") or {}).get(key, default)
+    if not isinstance(value, bool):
+        raise InferenceRequestError(f"{where}: parameter {key!r} is {shown(value)}; it must be true or false")
+    return value
 
 
 def _flatten(data: Any, name: str) -> list:
@@ -224,7 +327,7 @@ def _flatten(data: Any, name: str) -> list:
     return flat
 
 
-def _decode_tensor(binding: TensorBinding, item: dict, batched: bool) -> np.ndarray:
+def _decode_tensor(binding: TensorBinding, item: dict, batched: bool, raw: memoryview | bytes | None = None) -> np.ndarray:
     name = binding.name
     datatype = item.get("datatype")
     if datatype != binding.datatype:
@@ -237,6 +340,14 @@ def _decode_tensor(binding: TensorBinding, item: dict, batched: bool) -> np.ndar
     if len(shape) != len(expected) or any(shape[i] != want for i, want in fixed):
         raise InferenceRequestError(f"input {name!r} has shape {shown(shape)} but the model takes {list(expected)} (-1: any size); "
                                     f"send e.g. {_example_shape(binding)}")
+    if raw is not None:
+        if "data" in item:
+            raise InferenceRequestError(f"input {name!r} has both 'data' and binary data; send its values one way")
+        array = binary_ext.array_from_raw(name, binding.datatype, raw, shape)
+        if array.dtype.kind == "f" and np.isinf(array).any():
+            raise InferenceRequestError(f"input {name!r} ({binding.datatype}) holds an infinite value; send finite values, or NaN for a "
+                                        "missing one")
+        return array  # BYTES elements were decoded as strict UTF-8, which has no lone surrogates
     flat = _flatten(item.get("data"), name)
     # Python's exact integers: a shape like [10**30, 8] is compared with the data it came with, never allocated
     count = math.prod(shape)
@@ -290,12 +401,24 @@ def _check_unicode(name: str, flat: list[str]) -> None:
                                         "send UTF-8 text") from None
 
 
-def rows_to_inputs(rows: Sequence[Mapping[str, str]], inputs: Iterable[TensorBinding], *, source: str = "input") -> list[dict[str, Any]]:
+def _check_text_lengths(name: str, texts: np.ndarray, limit: int) -> None:
+    for index, text in enumerate(texts.ravel().tolist()):
+        if len(text) > limit:
+            raise InferenceRequestError(f"input {name!r}: text #{index} has {len(text)} characters, over this server's limit of {limit}; "
+                                        "send shorter texts (the model reads only its first max_length tokens of each)")
+
+
+def rows_to_inputs(rows: Sequence[Mapping[str, str]], inputs: Iterable[TensorBinding], *, source: str = "input",
+                   text_inputs: Iterable[str] = ()) -> list[dict[str, Any]]:
     """OIP request inputs for raw CSV ``rows`` (column name -> text), one row per batch entry.
 
     An empty cell or ``nan`` in a floating-point column becomes NaN, which the
-    pipeline's models read as a missing value (imputed in the graph).
+    pipeline's models read as a missing value (imputed in the graph). The
+    inputs named in ``text_inputs`` (a text model's strings) take each cell
+    exactly as written, surrounding whitespace included, since a tokenizer may
+    read it; other string cells are stripped.
     """
+    text_inputs = frozenset(text_inputs)
     tensors = []
     for binding in inputs:
         if not binding.columns:
@@ -306,15 +429,17 @@ def rows_to_inputs(rows: Sequence[Mapping[str, str]], inputs: Iterable[TensorBin
         data: list[Any] = []
         for number, row in enumerate(rows, start=2):  # line 1 is the header
             for column in binding.columns:
-                data.append(_cell(row.get(column), binding.datatype, column, f"{source} line {number}"))
+                data.append(_cell(row.get(column), binding.datatype, column, f"{source} line {number}", strip=binding.name not in text_inputs))
         inner = [d if d >= 0 else len(binding.columns) for d in binding.shape[1:]]
         tensors.append({"name": binding.name, "datatype": binding.datatype, "shape": [len(rows), *inner], "data": data})
     return tensors
 
 
-def _cell(text: str | None, datatype: str, column: str, where: str) -> Any:
+def _cell(text: str | None, datatype: str, column: str, where: str, *, strip: bool = True) -> Any:
     if text is None:
         raise ClientError(f"{where} has no value for column {column!r}; every row needs every model column")
+    if datatype == "BYTES" and not strip:
+        return text
     text = text.strip()
     try:
         if datatype == "BYTES":

@@ -89,7 +89,11 @@ def test_nested_data_is_read_row_major_and_outputs_can_be_chosen(signature):
     ({**_request(), "id": ["r", 1]}, "'id' is ['r', 1]; the protocol's request id is a string"),
     ({**_request(), "parameters": "fast"}, "the request: 'parameters' is 'fast'; it must be a JSON object"),
     ({**_request(), "parameters": {"priority": [1]}}, "parameter 'priority' is [1]; a parameter's value must be a string"),
-    (_request(numeric={"parameters": {"binary_data_size": 16}}), "input 'numeric': the binary tensor data extension"),
+    (_request(numeric={"parameters": {"binary_data_size": 16}}),
+     "input 'numeric' has binary_data_size but the request carries no binary data; send the Inference-Header-Content-Length header"),
+    (_request(numeric={"parameters": {"shared_memory_region": "r0"}}), "input 'numeric': the shared-memory extension"),
+    ({**_request(), "parameters": {"binary_data_output": "yes"}}, "parameter 'binary_data_output' is 'yes'; it must be true or false"),
+    ({**_request(), "outputs": [{"name": "label", "parameters": {"class_count": 2}}]}, "the classification extension (class_count)"),
     ({**_request(), "outputs": [{"name": "label", "parameters": None}, {"name": "probability", "parameters": 3}]},
      "output 'probability': 'parameters' is 3"),
 ])
