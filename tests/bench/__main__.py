@@ -1,5 +1,5 @@
 """Run the benchmarks: ``python -m tests.bench [NAME ...]`` (names: synth, data, serve,
-pipeline; default all). Each ``bench_<name>.py`` runs in its own process and writes
+pipeline, transfer; default all). Each ``bench_<name>.py`` runs in its own process and writes
 ``bench-results/<name>.json`` (machine, command, baseline measured in the same run)."""
 
 from __future__ import annotations
