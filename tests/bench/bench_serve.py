@@ -1,23 +1,29 @@
-"""Benchmark: `lepton serve` over loopback against onnxruntime in-process (the ceiling).
+"""Benchmark: `lepton serve` against a real Triton and against onnxruntime in-process, on the same model and machine.
 
-A small pipeline run provides the model. For batch sizes 1 and 64, ``--clients``
-threads (one httpx client each) send ``--requests`` OIP inference requests each to
-a `lepton serve` process on 127.0.0.1; the baseline calls ``session.run`` on the
-same rows in this process, one call after another. Reported per batch size:
-p50/p95 latency, requests/s and rows/s of both (and of the server with a
-single client, its unloaded latency), and the server's share of the
-ceiling (``throughput_ratio``). Clients and server share the machine's CPUs, so
-the server's numbers include the cost of the Python clients.
+A small pipeline run provides the model. Triton is the ``tritonserver`` of the ``nvidia-pytriton`` wheel (CPU, Python
+backend only) serving the repository ``lepton export triton`` writes, its ONNX model on the Python backend running
+onnxruntime (``tests/support/triton_onnx_model.py``; the wheel has no ONNX Runtime backend). Both servers are driven
+by the same neutral client, Triton's own ``tritonclient`` (in its virtualenv ``build/tritonclient/``, one process per
+client running ``tests/support/tritonclient_driver.py``), so both are measured the same way.
 
-Results (machine, command, every summary) go to ``bench-results/serve.json``.
-Run with ``make bench BENCH=serve`` or ``python -m tests.bench serve``.
+Rows: server (lepton serve, Triton) x transport (HTTP with JSON tensors, HTTP with binary tensors, gRPC) x batch (1,
+64) x clients (1, 8), each client sending requests back to back for ``--seconds``; plus onnxruntime in-process
+(``session.run`` in 1 or 8 threads, the ceiling). Each row: p50/p95 latency as the client sees it, requests/s and
+rows/s. A transport ``lepton serve`` does not offer yet (binary tensors unless ``GET /v2`` lists
+``binary_tensor_data``; gRPC unless ``lepton serve`` has ``--grpc-port``) is reported "not available", as is Triton
+when its tools are missing (``make bench`` installs them).
+
+Goals, recorded per `lepton serve` row with met / not met: at least Triton's throughput and at most its p50 in the same
+row; and one client at batch 1 over HTTP with binary tensors answered in <= 0.4 ms p50. Clients and servers share the
+machine's CPUs, so every server row includes the cost of the Python clients.
+
+Results go to ``bench-results/serve.json``. Run with ``make bench BENCH=serve`` or ``python -m tests.bench serve``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -27,137 +33,231 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
 
-from lepton_cdk.serve.client import http_client
 from tests.bench.results import REPO, machine, write_result
+from tests.support.lepton_serve import LeptonServe, speaks_binary, start_lepton_serve
+from tests.support.triton import (
+    CLIENT_DRIVER,
+    PYTRITON,
+    TRITONCLIENT,
+    TritonClientTool,
+    TritonServer,
+    find_triton,
+    find_tritonclient,
+    python_backend_repository,
+    start_triton,
+)
 
-LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+BATCHES = (1, 64)
+CLIENTS = (1, 8)
+TRANSPORTS = (("http", "json"), ("http", "binary"), ("grpc", "binary"))
+ALONE_P50_GOAL_MS = 0.4
 
 
-def _summary(latencies_s: list[float], wall_s: float, rows_per_request: int) -> dict:
-    ms = sorted(x * 1000 for x in latencies_s)
-    return {
-        "requests": len(ms),
-        "p50_ms": round(statistics.median(ms), 3),
-        "p95_ms": round(ms[max(0, int(0.95 * len(ms)) - 1)], 3),
-        "requests_per_s": round(len(ms) / wall_s, 1),
-        "rows_per_s": round(len(ms) * rows_per_request / wall_s, 1),
-    }
+def _summary(latencies_ms: list[float], wall_s: float, batch: int) -> dict:
+    ms = sorted(latencies_ms)
+    return {"requests": len(ms), "p50_ms": round(statistics.median(ms), 3), "p95_ms": round(ms[max(0, int(0.95 * len(ms)) - 1)], 3),
+            "requests_per_s": round(len(ms) / wall_s, 1), "rows_per_s": round(len(ms) * batch / wall_s, 1)}
 
 
-def in_process(session, x: np.ndarray, n: int) -> dict:
-    """Sequential ``session.run`` calls: the ceiling a server on this machine could reach."""
-    for _ in range(20):
+def in_process(session, x: np.ndarray, clients: int, seconds: float) -> dict:
+    """``session.run`` back to back in ``clients`` threads for ``seconds``: the ceiling a server on this machine could reach."""
+    for _ in range(50):
         session.run(None, {"features": x})
-    latencies = []
-    started = time.perf_counter()
-    for _ in range(n):
-        t = time.perf_counter()
-        session.run(None, {"features": x})
-        latencies.append(time.perf_counter() - t)
-    return _summary(latencies, time.perf_counter() - started, len(x))
-
-
-def over_http(url: str, model: str, x: np.ndarray, clients: int, per_client: int) -> dict:
-    """``clients`` threads sending ``per_client`` requests each; every answer must be a 200."""
-    body = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": list(x.shape),
-                                   "data": x.astype(float).ravel().tolist()}]})
-    path = f"{url}/v2/models/{model}/infer"
     latencies: list[float] = []
-    failures: list[int] = []
     lock = threading.Lock()
     barrier = threading.Barrier(clients + 1)
+    stop_at: list[float] = []
 
     def worker() -> None:
-        mine, bad = [], []
-        with http_client(60) as c:
-            c.headers["content-type"] = "application/json"
-            for _ in range(5):  # warm the connection
-                c.post(path, content=body)
-            barrier.wait()
-            for _ in range(per_client):
-                t = time.perf_counter()
-                r = c.post(path, content=body)
-                mine.append(time.perf_counter() - t)
-                if r.status_code != 200:
-                    bad.append(r.status_code)
+        mine = []
+        barrier.wait()
+        while True:
+            t = time.perf_counter()
+            session.run(None, {"features": x})
+            mine.append((time.perf_counter() - t) * 1000)
+            if t >= stop_at[0]:
+                break
         with lock:
             latencies.extend(mine)
-            failures.extend(bad)
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     for t in threads:
         t.start()
-    barrier.wait()
     started = time.perf_counter()
+    stop_at.append(started + seconds)
+    barrier.wait()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - started
+    return _summary(latencies, time.perf_counter() - started, len(x))
+
+
+def over_tritonclient(client: TritonClientTool, protocol: str, url: str, model: str, x_file: Path, batch: int, tensors: str,
+                      clients: int, seconds: float) -> dict:
+    """``clients`` driver processes, started together, each sending requests back to back for ``seconds``."""
+    start_at = time.time() + 1.0 + 0.4 * clients  # time for every process to import tritonclient and warm up
+    argv = [str(client.python), str(CLIENT_DRIVER), "loop", "--protocol", protocol, "--url", url, "--model", model,
+            "--input", str(x_file), "--tensors", tensors, "--seconds", str(seconds), "--start-at", str(start_at)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(clients)]
+    docs, problems = [], []
+    for proc in procs:
+        out, err = proc.communicate(timeout=seconds + 120)
+        if proc.returncode != 0:
+            problems.append(err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}")
+        else:
+            docs.append(json.loads(out))
+    if problems:
+        return {"status": f"failed: {problems[0][:300]}"}
+    failures = sum(d["failures"] for d in docs)
     if failures:
-        raise SystemExit(f"error: {len(failures)} requests failed (statuses {sorted(set(failures))})")
-    return _summary(latencies, wall, len(x))
+        first = next(d["first_error"] for d in docs if d["first_error"])
+        return {"status": f"failed: {failures} requests failed, first: {first}"}
+    wall = max(d["end"] for d in docs) - min(d["start"] for d in docs)
+    return {"status": "ok", **_summary([v for d in docs for v in d["latencies_ms"]], wall, batch)}
+
+
+def _goals(rows: list[dict]) -> None:
+    """Add each `lepton serve` row's goals (met / not met / not measured) against the Triton row with the same settings."""
+    def key(row: dict) -> tuple:
+        return row["protocol"], row["tensors"], row["batch"], row["clients"]
+
+    triton = {key(r): r for r in rows if r["server"] == "triton"}
+    for row in rows:
+        if row["server"] != "lepton serve":
+            continue
+        theirs = triton.get(key(row), {})
+        goals = {}
+        if row["status"] == "ok" and theirs.get("status") == "ok":
+            goals[">= Triton's requests/s"] = "met" if row["requests_per_s"] >= theirs["requests_per_s"] else "not met"
+            goals["<= Triton's p50"] = "met" if row["p50_ms"] <= theirs["p50_ms"] else "not met"
+        else:
+            goals[">= Triton's requests/s"] = goals["<= Triton's p50"] = "not measured"
+        if key(row) == ("http", "binary", 1, 1):
+            goal = f"p50 <= {ALONE_P50_GOAL_MS} ms"
+            goals[goal] = ("met" if row["p50_ms"] <= ALONE_P50_GOAL_MS else "not met") if row["status"] == "ok" else "not measured"
+        row["goals"] = goals
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (what docs/benchmarks.md shows)."""
+    lines = ["| server | transport | batch | clients | p50 ms | p95 ms | req/s | rows/s | goals |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        transport = "in-process" if r["protocol"] == "-" else f"{r['protocol']} {r['tensors']}" if r["protocol"] == "http" else r["protocol"]
+        goals = ", ".join(f"{k}: {v}" for k, v in r.get("goals", {}).items())
+        if r["status"] == "ok":
+            figures = f"{r['p50_ms']} | {r['p95_ms']} | {r['requests_per_s']:,.0f} | {r['rows_per_s']:,.0f}"
+        else:
+            figures = " ".join(r["status"].replace("|", "/").split()) + " | | | "  # a log excerpt must not break the table
+        lines.append(f"| {r['server']} | {transport} | {r['batch']} | {r['clients']} | {figures} | {goals} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
+    """Train, serve, measure every row, write bench-results/serve.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=250, help="requests per client per batch size")
+    parser.add_argument("--seconds", type=float, default=2.5, help="measuring time per row")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "serve.json")
     args = parser.parse_args()
 
     import onnxruntime as ort
 
+    from lepton_cdk.cli import main as lepton
     from lepton_cdk.contract import read_manifest
     from model_pipeline.pipeline import PipelineConfig, run_pipeline
 
+    began = time.monotonic()
+    triton_tool, client = find_triton(), find_tritonclient()
+    rows: list[dict] = []
+    servers: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "model"
+        tmp = Path(tmp)
+        out = tmp / "model"
         print("training a small model for the benchmark...", file=sys.stderr)
         run_pipeline(PipelineConfig.small(), out, progress=lambda _msg: None)
         manifest = read_manifest(out)
+        model = manifest.model_name
         session = ort.InferenceSession(str(manifest.artifact_file(manifest.model_artifact)), providers=["CPUExecutionProvider"])
-        rng = np.random.default_rng(0)
-        log = Path(tmp) / "serve.log"
-        command = [sys.executable, "-m", "lepton_cdk.cli", "serve", str(out), "--port", "0"]
-        with log.open("w") as fh:
-            server = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+        running: dict[str, LeptonServe | TritonServer | None] = {"lepton serve": None, "triton": None}
         try:
-            deadline = time.monotonic() + 60
-            while not (match := LISTENING.search(log.read_text())):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"error: lepton serve did not start: {log.read_text()}")
-                time.sleep(0.1)
-            url = match.group(1)
-            results = {}
-            for batch in (1, 64):
-                x = rng.normal(40, 25, size=(batch, 8)).astype(np.float32)
-                ceiling = in_process(session, x, args.clients * args.requests)
-                served = over_http(url, manifest.model_name, x, args.clients, args.requests)
-                alone = over_http(url, manifest.model_name, x, 1, args.requests)
-                results[f"batch_{batch}"] = {
-                    "lepton_serve": served,
-                    "lepton_serve_1_client": alone,
-                    "onnxruntime_in_process (baseline)": ceiling,
-                    "throughput_ratio": round(served["rows_per_s"] / ceiling["rows_per_s"], 4),
-                    "p50_latency_ratio": round(served["p50_ms"] / ceiling["p50_ms"], 1),
-                }
-                print(f"batch {batch}: serve p50 {served['p50_ms']} ms, p95 {served['p95_ms']} ms, {served['requests_per_s']} req/s; "
-                      f"in-process p50 {ceiling['p50_ms']} ms, {ceiling['requests_per_s']} req/s", file=sys.stderr)
+            no_grpc = "this lepton serve has no --grpc-port"
+            try:
+                lepton_serve = start_lepton_serve(out, tmp / "serve.log")
+            except RuntimeError as exc:  # a gRPC server that does not come up costs its rows, not the benchmark
+                no_grpc = f"lepton serve did not start with --grpc-port: {str(exc)[-200:]}"
+                lepton_serve = start_lepton_serve(out, tmp / "serve-http.log", grpc=False)
+            running["lepton serve"] = lepton_serve
+            servers["lepton serve"] = {"command": "lepton serve MANIFEST --port 0" + (" --grpc-port P" if lepton_serve.grpc_address else ""),
+                                       "binary_tensor_data": speaks_binary(lepton_serve.url), "grpc": bool(lepton_serve.grpc_address)}
+            no_triton = "Triton is not installed (make bench installs it)"
+            if triton_tool is not None:
+                assert lepton(["export", "triton", str(out), str(tmp / "exported")]) == 0
+                repo = python_backend_repository(tmp / "exported", tmp / "triton-repo")
+                try:
+                    running["triton"] = triton = start_triton(triton_tool, repo, tmp / "triton.log")
+                    deadline = time.monotonic() + 60
+                    while httpx.get(triton.url + "/v2/health/ready", timeout=5).status_code != 200:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"Triton was not ready in 60 s: {(tmp / 'triton.log').read_text()[-200:]}")
+                        time.sleep(0.2)
+                    meta = httpx.get(triton.url + "/v2", timeout=5).json()
+                    servers["triton"] = {"command": f"tritonserver {meta['version']} ({PYTRITON}) on `lepton export triton`'s repository, "
+                                                    "backend switched to python running onnxruntime", "grpc": True, "binary_tensor_data": True}
+                except Exception as exc:  # noqa: BLE001 - reported in every Triton row
+                    no_triton = f"Triton did not start: {str(exc)[-200:]}"
+                    if running["triton"] is not None:
+                        running["triton"].stop()
+                        running["triton"] = None
+            for batch in BATCHES:
+                x = np.random.default_rng(batch).normal(40, 25, size=(batch, 8)).astype(np.float32)
+                x_file = tmp / f"x{batch}.npy"
+                np.save(x_file, x)
+                for clients in CLIENTS:
+                    rows.append({"server": "onnxruntime in-process (ceiling)", "protocol": "-", "tensors": "-", "batch": batch, "clients": clients,
+                                 "status": "ok", **in_process(session, x, clients, args.seconds)})
+                    for name in ("lepton serve", "triton"):
+                        target = running[name]
+                        for protocol, tensors in TRANSPORTS:
+                            row = {"server": name, "protocol": protocol, "tensors": tensors, "batch": batch, "clients": clients}
+                            if client is None:
+                                row["status"] = "not available: tritonclient is not installed (make bench installs it)"
+                            elif target is None:
+                                row["status"] = f"not available: {no_triton}"
+                            elif protocol == "grpc" and not target.grpc_address:
+                                row["status"] = f"not available: {no_grpc}"
+                            elif tensors == "binary" and protocol == "http" and not servers[name]["binary_tensor_data"]:
+                                row["status"] = "not available: this lepton serve does not list binary_tensor_data"
+                            else:
+                                url = target.url if protocol == "http" else target.grpc_address
+                                row.update(over_tritonclient(client, protocol, url, model, x_file, batch, tensors, clients, args.seconds))
+                            rows.append(row)
+                            print(f"{name} {protocol} {tensors} batch {batch} x{clients}: "
+                                  + (f"p50 {row['p50_ms']} ms, {row['requests_per_s']} req/s" if row["status"] == "ok" else row["status"]),
+                                  file=sys.stderr)
         finally:
-            server.terminate()
-            server.wait(30)
+            for target in running.values():
+                if target is not None:
+                    target.stop()
+    _goals(rows)
+    goals = [v for r in rows for v in r.get("goals", {}).values()]
     result = {
-        "benchmark": f"serve: lepton serve on loopback, {args.clients} concurrent clients x {args.requests} requests, "
-                     "vs onnxruntime in-process (sequential session.run)",
+        "benchmark": "serve: lepton serve vs Triton (Python backend running onnxruntime) vs onnxruntime in-process; tritonclient as "
+                     f"the client of both servers, one process per client, {args.seconds} s per row",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "onnxruntime": f"{ort.__version__} CPUExecutionProvider",
+        "client": TRITONCLIENT + (f" ({client.python})" if client else ": not installed"),
         "command": "make bench BENCH=serve",
-        "server_command": "lepton serve MANIFEST --port 0",
-        "results": results,
+        "servers": servers,
+        "model": {"name": model, "inputs": "features FP32 [batch, 8]", "onnx_bytes": manifest.model_artifact.bytes},
+        "goals_summary": {s: goals.count(s) for s in ("met", "not met", "not measured")},
+        "wall_s": round(time.monotonic() - began, 1),
+        "rows": rows,
+        "table": table(rows).splitlines(),
     }
     write_result(result, args.out)
+    print(table(rows), file=sys.stderr)
     return 0
 
 
