@@ -30,13 +30,16 @@ def serve(
     request_timeout_s: Annotated[float, typer.Option("--request-timeout-s", parser=number(above=0, at_most=86400),
                                                      help="Close a connection whose request (headers and body) takes longer "
                                                           "than this to arrive, answering 408 (slow clients, slowloris).")] = 60.0,
+    grpc_port: Annotated[int | None, typer.Option("--grpc-port", min=0, max=65535,
+                                                  help="Also serve the OIP over gRPC (KServe v2 / Triton GRPCInferenceService) on "
+                                                       "this port, same --host (0: any free port, printed at startup). Default: off.")] = None,
 ) -> None:
     """Serve a manifest's ONNX model over the Open Inference Protocol (KServe v2), after verifying its sha256."""
     from lepton_cdk.serve.server import serve as run_server
 
     run_server(manifest, host=host, port=port, providers=providers, max_body_bytes=int(max_body_mib * 2**20),
                threads=threads, graceful_timeout_s=graceful_timeout_s, keep_alive_timeout_s=keep_alive_timeout_s,
-               request_timeout_s=request_timeout_s)
+               request_timeout_s=request_timeout_s, grpc_port=grpc_port)
 
 
 @export_app.command("triton")

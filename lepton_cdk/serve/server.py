@@ -239,15 +239,30 @@ def build_server(model: LoadedModel, *, host: str = "127.0.0.1", port: int = 808
 
 def serve(manifest: str | Path, *, host: str = "127.0.0.1", port: int = 8080, providers: str = "auto",
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, threads: int = 0, graceful_timeout_s: int = 30,
-          keep_alive_timeout_s: float = DEFAULT_KEEP_ALIVE_TIMEOUT_S, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> int | None:
-    """Verify and load ``manifest``'s model, then serve it until SIGTERM/SIGINT; returns the signal that stopped it."""
+          keep_alive_timeout_s: float = DEFAULT_KEEP_ALIVE_TIMEOUT_S, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+          grpc_port: int | None = None) -> int | None:
+    """Verify and load ``manifest``'s model, then serve it until SIGTERM/SIGINT; returns the signal that stopped it.
+
+    ``grpc_port`` (None: no gRPC) also serves it over gRPC on ``host`` (see :mod:`lepton_cdk.serve.grpc_server`).
+    """
     _configure_logging()
     check_timeout("--keep-alive-timeout-s", keep_alive_timeout_s)
     check_timeout("--request-timeout-s", request_timeout_s)
     model = load_model(manifest, providers=providers, threads=threads)
     server = build_server(model, host=host, port=port, max_body_bytes=max_body_bytes, graceful_timeout_s=graceful_timeout_s,
                           keep_alive_timeout_s=keep_alive_timeout_s, request_timeout_s=request_timeout_s)
-    server.run(sockets=[listening_socket(host, port)])
+    # --- gRPC (--grpc-port, grpc_server.py): started beside HTTP, stopped after it with in-flight RPCs finished ---
+    grpc_server = None
+    if grpc_port is not None:
+        from .grpc_server import start_grpc_server
+
+        grpc_server = start_grpc_server(model, host=host, port=grpc_port, max_message_bytes=max_body_bytes, metrics=server.config.app.state.metrics)
+    try:
+        server.run(sockets=[listening_socket(host, port)])
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(graceful_timeout_s)
+    # --- end gRPC ---
     if server.stopped_by is not None:
         _log.info("lepton serve: stopped by %s after in-flight requests finished", signal.Signals(server.stopped_by).name)
     return server.stopped_by
