@@ -37,7 +37,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .app import INLINE_BODY_BYTES, InferenceAnswer, InferenceEndpoint
-from .server import DEFAULT_REQUEST_TIMEOUT_S, _ClientWarningsAtDebug, error_response_bytes
+from .server import DEFAULT_REQUEST_TIMEOUT_S, RequestDeadline, _ClientWarningsAtDebug, error_response_bytes
 
 _log = logging.getLogger("lepton.serve")
 # h11's default limit on a request line plus headers; past it a client is holding server memory, not sending a request
@@ -106,7 +106,7 @@ one open connection."""
             protocol.send_fast_answer(cycle, answer)
 
 
-class OIPHttpProtocol(HttpToolsProtocol):
+class OIPHttpProtocol(RequestDeadline, HttpToolsProtocol):
     """uvicorn's httptools protocol with the server's bounds and a fast path for inference requests (see the module docstring)."""
 
     def __init__(self, *args: Any, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
@@ -302,19 +302,6 @@ class OIPHttpProtocol(HttpToolsProtocol):
     def _owes_answers(self) -> bool:
         """Whether an earlier request's answer is still to be written (uvicorn points ``cycle`` at the newest request)."""
         return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
-
-    def _cancel_request_deadline(self) -> None:
-        if self._request_deadline is not None:
-            self._request_deadline.cancel()
-            self._request_deadline = None
-
-    def _request_timed_out(self) -> None:
-        self._request_deadline = None
-        if self.transport.is_closing():
-            return
-        self.logger.debug("%s: closing a connection whose request did not arrive within %gs", self.client, self.request_timeout_s)
-        self._refuse(408, f"the request did not arrive within {self.request_timeout_s:g} s (the server's --request-timeout-s); "
-                          "send its headers and body without pausing")
 
     def _refuse(self, status: int, message: str) -> None:
         # Written past uvicorn and the app, then the connection closes; answers owed to earlier requests go out first.

@@ -75,7 +75,26 @@ class _ClientWarningsAtDebug(logging.LoggerAdapter):
         super().log(logging.DEBUG if level == logging.WARNING else level, msg, *args, **kwargs)
 
 
-class BoundedH11Protocol(H11Protocol):
+class RequestDeadline:
+    """The ``--request-timeout-s`` deadline both HTTP protocols share: a request whose head and body do not arrive in
+    time is answered 408 and its connection closed. The protocol class keeps ``_request_deadline`` (the pending
+    timer or None), ``request_timeout_s``, and provides ``_refuse(status, message)``."""
+
+    def _cancel_request_deadline(self) -> None:
+        if self._request_deadline is not None:
+            self._request_deadline.cancel()
+            self._request_deadline = None
+
+    def _request_timed_out(self) -> None:
+        self._request_deadline = None
+        if self.transport.is_closing():
+            return
+        self.logger.debug("%s: closing a connection whose request did not arrive within %gs", self.client, self.request_timeout_s)
+        self._refuse(408, f"the request did not arrive within {self.request_timeout_s:g} s (the server's --request-timeout-s); "
+                          "send its headers and body without pausing")
+
+
+class BoundedH11Protocol(RequestDeadline, H11Protocol):
     """uvicorn's h11 protocol, with a deadline for receiving each request and protocol errors in the OIP shape.
 
     The deadline starts at a request's first byte and ends when its body is complete, so it bounds a
@@ -141,19 +160,6 @@ class BoundedH11Protocol(H11Protocol):
         self._unset_keepalive_if_required()
         if self._request_deadline is None:
             self._request_deadline = self.loop.call_later(self.request_timeout_s, self._request_timed_out)
-
-    def _cancel_request_deadline(self) -> None:
-        if self._request_deadline is not None:
-            self._request_deadline.cancel()
-            self._request_deadline = None
-
-    def _request_timed_out(self) -> None:
-        self._request_deadline = None
-        if self.transport.is_closing():
-            return
-        self.logger.debug("%s: closing a connection whose request did not arrive within %gs", self.client, self.request_timeout_s)
-        self._refuse(408, f"the request did not arrive within {self.request_timeout_s:g} s (the server's --request-timeout-s); "
-                          "send its headers and body without pausing")
 
     def _refuse(self, status: int, message: str) -> None:
         # Written past h11 and the app: the connection closes right after, and an app still reading the body
