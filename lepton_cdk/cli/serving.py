@@ -21,7 +21,7 @@ def serve(
                                                                "or a comma-separated list of onnxruntime provider names.")] = "auto",
     max_body_mib: Annotated[float, typer.Option("--max-body-mib", parser=number(at_least=0.001, at_most=4096),
                                                 help="Largest request body accepted, in MiB (413 above).")] = 64.0,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="onnxruntime intra-op threads per request (0: its default).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="onnxruntime intra-op threads per request (0: 1 for a table model, onnxruntime's default for a text model).")] = 0,
     graceful_timeout_s: Annotated[int, typer.Option("--graceful-timeout-s", min=0,
                                                     help="On SIGTERM/SIGINT, seconds to let in-flight requests finish.")] = 30,
     keep_alive_timeout_s: Annotated[float, typer.Option("--keep-alive-timeout-s", parser=number(above=0, at_most=86400),

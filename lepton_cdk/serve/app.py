@@ -44,7 +44,7 @@ from lepton_cdk import __version__
 from lepton_cdk.contract.serving import COLUMNS_PARAMETER
 
 from . import binary as binary_ext
-from .errors import InferenceRequestError
+from .errors import InferenceFailure, InferenceRequestError
 from .runtime import LoadedModel
 from .tensors import TEXT_PARAMETER, InferenceRequest, shown
 
@@ -139,10 +139,6 @@ def _plain_json(results: dict, binary_outputs: frozenset[str], request_id: str |
 
 def _error_body(message: str) -> bytes:
     return _json_body({"error": message})
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
 
 
 class _Metrics:
@@ -240,22 +236,14 @@ class InferenceEndpoint:
                 pending.append((index, self._decode(body, content_type, header_length), started))
             except InferenceRequestError as exc:
                 answers[index] = self.error(str(exc), exc.status)
-        groups: dict[tuple[str, ...], list[tuple[int, InferenceRequest, float]]] = {}
-        # a text model's tokenizer pads a batch to its longest text: merged, a request's arrays would not be its own
-        mergeable = self.signature.batched and self.model.text is None
-        for item in pending:
-            groups.setdefault(tuple(item[1].outputs) if mergeable else (str(item[0]),), []).append(item)
-        for group in groups.values():
-            for chunk in self._chunks(group):
-                results = self._run_merged([request for _, request, _ in chunk]) if len(chunk) > 1 else None
-                for position, (index, request, started) in enumerate(chunk):
-                    try:
-                        one = results[position] if results is not None else self._run(request)
-                        answers[index] = self._encode(request, one, started)
-                    except InferenceRequestError as exc:
-                        answers[index] = self.error(str(exc), exc.status)
-                    except _OnnxRuntimeFailure as exc:
-                        answers[index] = self.error(str(exc), 500)
+        results = self.model.run_many([request for _, request, _ in pending])
+        for (index, request, started), result in zip(pending, results, strict=True):
+            if isinstance(result, InferenceRequestError):
+                answers[index] = self.error(str(result), result.status)
+            elif isinstance(result, InferenceFailure):
+                answers[index] = self.error(str(result), 500)
+            else:
+                answers[index] = self._encode(request, result, started)
         return answers  # type: ignore[return-value]
 
     def error(self, message: str, status: int) -> InferenceAnswer:
@@ -271,46 +259,6 @@ class InferenceEndpoint:
             doc = parse_request_json(head)
         return self.signature.decode_inference(doc, binary=binary)
 
-    def _chunks(self, group: list) -> list[list]:
-        # consecutive requests whose rows together fit the model's max_batch_size run together
-        chunks: list[list] = []
-        rows = 0
-        for item in group:
-            if chunks and rows + item[1].rows <= self.signature.max_batch_size:
-                chunks[-1].append(item)
-                rows += item[1].rows
-            else:
-                chunks.append([item])
-                rows = item[1].rows
-        return chunks
-
-    def _run_merged(self, requests: list[InferenceRequest]) -> list[dict[str, np.ndarray]] | None:
-        """Each request's outputs from one run on the requests' rows concatenated; None when onnxruntime refuses the batch."""
-        try:
-            # a dynamic dimension past the batch one may differ between requests: then they cannot be concatenated
-            feeds = {name: np.concatenate([r.feeds[name] for r in requests]) for name in requests[0].feeds}
-            merged = self.model.infer(feeds, requests[0].outputs)
-        except Exception:  # whatever it is, running each request alone attributes it to the right one
-            return None
-        bounds = np.cumsum([r.rows for r in requests])[:-1]
-        parts = {name: np.split(array, bounds) for name, array in merged.items()}
-        return [{name: parts[name][i] for name in merged} for i in range(len(requests))]
-
-    def _run(self, request: InferenceRequest) -> dict[str, np.ndarray]:
-        try:
-            return self.model.infer(request.feeds, request.outputs)
-        except InferenceRequestError:
-            raise  # the tokenizer refused a text: the client's to fix
-        except Exception as exc:  # onnxruntime's own error types; the request was valid by the signature
-            from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
-
-            if isinstance(exc, InvalidArgument):
-                # the values passed the signature but not the graph (an index past a table, say): the client's to fix
-                raise InferenceRequestError(f"the model refused the request's values: {_one_line(exc)}; check them against the model's "
-                                            "expected ranges") from None
-            _log.error("lepton serve: inference failed in onnxruntime: %s", _one_line(exc))
-            raise _OnnxRuntimeFailure(f"inference failed in onnxruntime: {_one_line(exc)}") from None
-
     def _encode(self, request: InferenceRequest, results: dict[str, np.ndarray], started: float) -> InferenceAnswer:
         doc_out, chunks = self.signature.encode_response_parts(results, request_id=request.request_id, binary=request.binary_outputs)
         head_out = orjson.dumps(doc_out) if _plain_json(results, request.binary_outputs, request.request_id) else _json_body(doc_out)
@@ -320,10 +268,6 @@ class InferenceEndpoint:
             return InferenceAnswer(200, [("content-type", "application/json"), self._provider], head_out)
         return InferenceAnswer(200, [("content-type", binary_ext.MEDIA_TYPE), (binary_ext.HEADER_LENGTH, str(len(head_out))), self._provider],
                                b"".join([head_out, *chunks]))
-
-
-class _OnnxRuntimeFailure(Exception):
-    """onnxruntime failed on a request the signature accepted: the server's 500, not the client's 4xx."""
 
 
 class ClientGone(Exception):

@@ -15,6 +15,10 @@ class InferenceRequestError(ValueError):
         self.status = status
 
 
+class InferenceFailure(RuntimeError):
+    """onnxruntime failed on a request the signature accepted: the server's fault (HTTP 500, gRPC INTERNAL), not the client's."""
+
+
 class ClientError(RuntimeError):
     """``lepton predict`` / ``lepton verify-serving`` could not get an answer it trusts."""
 

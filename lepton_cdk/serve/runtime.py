@@ -21,6 +21,7 @@ from lepton_cdk.extras import require_extra
 require_extra("lepton_cdk.serve", "serve")
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +30,14 @@ import numpy as np
 from lepton_cdk.contract import ContractError, Manifest, read_artifact_bytes, read_manifest, verify_artifact
 from lepton_cdk.contract.serving import tensor_type
 
-from .errors import InferenceRequestError, ServeError
-from .tensors import ModelSignature
+from .errors import InferenceFailure, InferenceRequestError, ServeError
+from .tensors import InferenceRequest, ModelSignature
 from .text import TextEncoder, TextInputError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 _SHORT_NAMES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider"}
+_log = logging.getLogger("lepton.serve")
 
 
 def resolve_providers(spec: str, available: list[str]) -> tuple[list[str], bool]:
@@ -88,6 +90,87 @@ class LoadedModel:
         """Tokenize a text model's strings, run the session (thread-safe in onnxruntime) and return the named outputs."""
         values = self.session.run(outputs, self.graph_feeds(feeds))
         return dict(zip(outputs, values, strict=True))
+
+    def run(self, request: InferenceRequest) -> dict[str, np.ndarray]:
+        """:meth:`infer` for one validated request, its failures sorted by whose they are.
+
+        Raises :class:`InferenceRequestError` (400) for values the signature passed but the graph refused (an index
+        past a table, a text the tokenizer refuses): the client's to fix; :class:`InferenceFailure` for any other
+        onnxruntime error, logged once as the server's.
+        """
+        try:
+            return self.infer(request.feeds, request.outputs)
+        except InferenceRequestError:
+            raise
+        except Exception as exc:  # onnxruntime's own error types; the request was valid by the signature
+            from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+            message = " ".join(str(exc).split())
+            if isinstance(exc, InvalidArgument):
+                raise InferenceRequestError(f"the model refused the request's values: {message}; check them against the model's "
+                                            "expected ranges") from None
+            _log.error("lepton serve: inference failed in onnxruntime: %s", message)
+            raise InferenceFailure(f"inference failed in onnxruntime: {message}") from None
+
+    def run_many(self, requests: Sequence[InferenceRequest]) -> list[dict[str, np.ndarray] | InferenceRequestError | InferenceFailure]:
+        """Each request's outputs (or the error that is its alone), in order: dynamic batching, as Triton's scheduler does.
+
+        Requests that ask for the same outputs of a batched tabular model run as one ``session.run`` on their rows
+        concatenated, up to the model's ``max_batch_size``. If onnxruntime refuses a merged batch, each request of it
+        runs alone, so a refusal reaches only the request that caused it. A text model's requests always run alone: its
+        tokenizer pads a batch to the longest text, so merged, a request's arrays would not be its own.
+        """
+        if len(requests) == 1:  # the common case on a quiet server: nothing to group
+            try:
+                return [self.run(requests[0])]
+            except (InferenceRequestError, InferenceFailure) as exc:
+                return [exc]
+        results: list = [None] * len(requests)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        mergeable = self.signature.batched and self.text is None
+        for index, request in enumerate(requests):
+            groups.setdefault(tuple(request.outputs) if mergeable else (str(index),), []).append(index)
+        for group in groups.values():
+            for chunk in self._chunks(group, requests):
+                merged = self._run_merged([requests[i] for i in chunk]) if len(chunk) > 1 else None
+                for position, index in enumerate(chunk):
+                    if merged is not None:
+                        results[index] = merged[position]
+                        continue
+                    try:
+                        results[index] = self.run(requests[index])
+                    except (InferenceRequestError, InferenceFailure) as exc:
+                        results[index] = exc
+        return results
+
+    def _chunks(self, group: list[int], requests: Sequence[InferenceRequest]) -> list[list[int]]:
+        # consecutive requests whose rows together fit the model's max_batch_size run together
+        chunks: list[list[int]] = []
+        rows = 0
+        for index in group:
+            n = requests[index].rows
+            if chunks and rows + n <= self.signature.max_batch_size:
+                chunks[-1].append(index)
+                rows += n
+            else:
+                chunks.append([index])
+                rows = n
+        return chunks
+
+    def _run_merged(self, requests: list[InferenceRequest]) -> list[dict[str, np.ndarray]] | None:
+        """Each request's outputs from one run on the requests' rows concatenated; None when onnxruntime refuses the batch."""
+        try:
+            # a dynamic dimension past the batch one may differ between requests: then they cannot be concatenated
+            feeds = {name: np.concatenate([r.feeds[name] for r in requests]) for name in requests[0].feeds}
+            merged = self.infer(feeds, requests[0].outputs)
+        except Exception:  # whatever it is, running each request alone attributes it to the right one
+            return None
+        answers, start = [], 0
+        for request in requests:  # slices, not np.split: a view per output is all a request needs
+            end = start + request.rows
+            answers.append({name: array[start:end] for name, array in merged.items()})
+            start = end
+        return answers
 
 
 def verified_model_bytes(manifest: Manifest) -> bytes:
@@ -144,10 +227,21 @@ def _check_session_matches(session, manifest: Manifest, path: Path) -> None:
         raise ServeError(f"the ONNX graph takes input(s) {', '.join(map(repr, unlisted))} that manifest {path} does not list; re-run the pipeline")
 
 
+def default_intra_op_threads(text: TextEncoder | None) -> int:
+    """onnxruntime's intra-op threads when ``--threads`` is 0: one for a tabular model, onnxruntime's own default (0) for a text model.
+
+    A table model's run takes microseconds: splitting it across threads costs more than it saves, and onnxruntime's
+    pool spins between runs, taking the CPUs that concurrent requests (and, on a shared machine, their clients) need.
+    Measured with 8 tritonclient processes at batch 64 on 2 CPUs: 4,400 -> 5,700 requests/s over HTTP, 1,700 -> 2,900
+    over gRPC. A transformer's matrix products do gain from the cores, so a text model keeps onnxruntime's default.
+    """
+    return 1 if text is None else 0
+
+
 def load_model(manifest_path: str | Path, *, providers: str = "auto", threads: int = 0) -> LoadedModel:
     """Read the manifest, verify every artifact and open an onnxruntime session for the model.
 
-    ``threads`` sets onnxruntime's intra-op threads (0: its default).
+    ``threads`` sets onnxruntime's intra-op threads (0: :func:`default_intra_op_threads`).
     Raises :class:`ServeError` (one line) when an artifact does not match the
     manifest or leaves its folder, the graph disagrees with the signature, or
     a required provider is not in use.
@@ -170,8 +264,7 @@ def load_model(manifest_path: str | Path, *, providers: str = "auto", threads: i
     # fatal only: its warnings would bury the one startup line that matters, and its error line for a refused run repeats,
     # per request, what the 400 (or the 500 and the server's own log line) already says: a client could fill the log
     options.log_severity_level = 4
-    if threads:
-        options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or default_intra_op_threads(text)
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=wanted)
     except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
