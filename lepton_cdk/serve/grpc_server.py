@@ -1,13 +1,28 @@
 """The Open Inference Protocol over gRPC: KServe v2 / Triton's ``inference.GRPCInferenceService`` for one model.
 
-``lepton serve --grpc-port PORT`` starts it beside the HTTP server, on the same host and model. A request is
-validated exactly as over HTTP: the protobuf request becomes the same request document (typed ``contents`` as
+``lepton serve --grpc-port PORT`` serves it beside the HTTP server, on the same host, model and event loop. A request
+is validated exactly as over HTTP: the protobuf request becomes the same request document (typed ``contents`` as
 ``data``, ``raw_input_contents`` as the raw tensors) for :meth:`ModelSignature.decode_inference`, so both
 transports refuse the same requests with the same one-line message. Status codes: a refused request
-``INVALID_ARGUMENT``, an unknown model or version ``NOT_FOUND``, a failure of onnxruntime ``INTERNAL``.
+``INVALID_ARGUMENT``, an unknown model or version ``NOT_FOUND``, a message over ``--max-body-mib``
+``RESOURCE_EXHAUSTED``, a failure of onnxruntime ``INTERNAL``, an RPC this server does not serve ``UNIMPLEMENTED``.
 Outputs come back as ``raw_output_contents``, as Triton sends them (tritonclient reads either form).
 
 Served RPCs: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer.
+
+How: gRPC is HTTP/2 with length-prefixed protobuf messages and the status in trailers. This module speaks it with
+``h2`` (the HTTP/2 state machine: framing, HPACK, flow control, SETTINGS, PING, GOAWAY) as an asyncio protocol on
+uvicorn's loop, so ModelInfer requests that arrive in one loop turn run as one ``session.run`` (dynamic batching, as
+the HTTP fast path does) and no request crosses a thread unless it must (a text model's tokenizer, a big message).
+Why not grpcio's server: measured with 8 tritonclient.grpc clients on 2 CPUs, its threaded server spent ~320-350 us of
+CPU per request and its ``grpc.aio`` server ~440 us, nearly all inside grpcio (the handler, validation and onnxruntime
+were ~10% of the samples), about what Triton's C++ server spends, so with clients on the same CPUs neither kept up
+with Triton (``docs/benchmarks.md``). grpcio stays what the tests and users call this server with.
+
+Bounds: a message over ``max_message_bytes`` is refused as soon as its prefix says so; a request must arrive within
+``request_timeout_s`` of its headers (``DEADLINE_EXCEEDED``, stream reset) and a connection must open HTTP/2 within
+it; at most 100 concurrent streams per connection and 16 KiB of headers; a peer that breaks HTTP/2 gets GOAWAY and
+its connection closed; compressed messages (``grpc-encoding`` other than identity) are ``UNIMPLEMENTED``.
 """
 
 from __future__ import annotations
@@ -16,39 +31,67 @@ from lepton_cdk.extras import require_extra
 
 require_extra("lepton_cdk.serve", "serve")
 
+import asyncio
 import logging
-import os
+import socket
 import time
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any
+from urllib.parse import quote
 
-import grpc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from lepton_cdk import __version__
 
 from . import binary as binary_ext
-from .errors import InferenceRequestError, ServeError
+from .app import INLINE_BODY_BYTES
+from .errors import InferenceFailure, InferenceRequestError, ServeError
 from .proto import grpc_predict_v2_pb2 as pb
-from .proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from .runtime import LoadedModel
-from .tensors import shown
+from .tensors import InferenceRequest, shown
 
 _log = logging.getLogger("lepton.serve")
 SERVER_NAME = "lepton-serve"
+SERVICE = "inference.GRPCInferenceService"
 # the extensions this transport has: Triton's binary tensor extension is HTTP's; gRPC carries raw bytes natively
 EXTENSIONS = ("model_repository",)
 # which InferTensorContents field carries each datatype's typed values (FP16 and BF16 have none: raw contents only)
 CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
                   "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
                   "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+# gRPC status codes (grpc/status.h)
+OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = (
+    0, 1, 3, 4, 5, 8, 12, 13, 14)
 # the HTTP status of a refusal, as a gRPC status code
-_STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}
+_STATUS = {400: INVALID_ARGUMENT, 404: NOT_FOUND, 413: RESOURCE_EXHAUSTED, 500: INTERNAL}
+MAX_CONCURRENT_STREAMS = 100
+MAX_HEADER_LIST_BYTES = 16 * 1024
+# receive windows: 1 MiB per stream and 16 MiB per connection, so a big request is not throttled to 64 KiB round trips
+_STREAM_WINDOW = 1 << 20
+_CONNECTION_WINDOW = 1 << 24
+_RESPONSE_HEADERS = ((b":status", b"200"), (b"content-type", b"application/grpc"))
+_OK_TRAILERS = ((b"grpc-status", b"0"),)
 
 
-class _OnnxRuntimeFailure(Exception):
-    """onnxruntime failed on a request the signature accepted: the server's fault (INTERNAL), not the client's."""
+class RpcError(Exception):
+    """An RPC answered with a non-OK gRPC status; ``status`` is the HTTP status the same refusal has over HTTP (metrics)."""
+
+    def __init__(self, code: int, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def _rpc_error(exc: InferenceRequestError | InferenceFailure) -> RpcError:
+    status = exc.status if isinstance(exc, InferenceRequestError) else 500
+    return RpcError(_STATUS.get(status, INVALID_ARGUMENT if status < 500 else INTERNAL), str(exc), status)
 
 
 def _parameter(value: pb.InferParameter) -> Any:
@@ -103,8 +146,9 @@ def request_document(request: pb.ModelInferRequest) -> dict[str, Any]:
     return doc
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The ``GRPCInferenceService`` RPCs for one loaded model.
+class InferenceService:
+    """The ``GRPCInferenceService`` RPCs for one loaded model: a request message's bytes in, a response message or an
+    :class:`RpcError` out. Shared by every connection of the server (one event loop).
 
     ``count``, when given, is told each answered RPC as ``(endpoint, http_status)`` (the server's Prometheus
     metrics count gRPC requests under ``endpoint="grpc_<Rpc>"``); ``observe`` is told each inference's seconds and rows.
@@ -116,14 +160,35 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.signature = model.signature
         self._count = count
         self._observe = observe
+        self._datatypes = {b.name: b.datatype for b in self.signature.outputs}
+        # as over HTTP: a text model's tokenizer may take milliseconds, so its requests never run on the loop
+        self.inline_ok = model.text is None
+        self._unary = {"ServerLive": (pb.ServerLiveRequest, self._server_live), "ServerReady": (pb.ServerReadyRequest, self._server_ready),
+                       "ModelReady": (pb.ModelReadyRequest, self._model_ready),
+                       "ServerMetadata": (pb.ServerMetadataRequest, self._server_metadata),
+                       "ModelMetadata": (pb.ModelMetadataRequest, self._model_metadata)}
+        self.paths = {f"/{SERVICE}/{name}".encode(): name for name in [*self._unary, "ModelInfer"]}
 
-    def _answered(self, rpc: str, status: int) -> None:
+    def answered(self, rpc: str, status: int) -> None:
+        """Count one answered RPC."""
         if self._count is not None:
             self._count("grpc_" + rpc, status)
 
-    def _refuse(self, context: grpc.ServicerContext, rpc: str, exc: InferenceRequestError) -> None:
-        self._answered(rpc, exc.status)
-        context.abort(_STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+    def unimplemented(self, path: bytes) -> RpcError:
+        """The answer to an RPC this server does not serve."""
+        shown_path = path.decode("utf-8", "replace")[:200]
+        return RpcError(UNIMPLEMENTED, f"{shown_path} is not served here; lepton serve serves {SERVICE}'s "
+                                       f"{', '.join(self.paths.values())}", 501)
+
+    def call(self, rpc: str, message: bytes) -> bytes:
+        """Answer one of the RPCs other than ModelInfer (cheap: always on the loop)."""
+        request_type, handler = self._unary[rpc]
+        try:
+            request = request_type.FromString(message)
+        except DecodeError:
+            raise RpcError(INVALID_ARGUMENT, f"the request is not a {request_type.DESCRIPTOR.full_name} message; send the "
+                                             f"{SERVICE} protocol's message", 400) from None
+        return handler(request).SerializeToString()
 
     def _check_model(self, name: str, version: str) -> None:
         sig = self.signature
@@ -132,113 +197,498 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if version and version != sig.version:
             raise InferenceRequestError(f"model {shown(name)} has no version {shown(version)}; this server serves version {sig.version!r}", 404)
 
-    def ServerLive(self, request, context):  # noqa: N802 (the protocol's RPC names)
-        """Always live once serving."""
-        self._answered("ServerLive", 200)
-        return pb.ServerLiveResponse(live=True)
+    def _server_live(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)  # live once serving
 
-    def ServerReady(self, request, context):  # noqa: N802
-        """Ready: the model is loaded and verified before the server starts."""
-        self._answered("ServerReady", 200)
-        return pb.ServerReadyResponse(ready=True)
+    def _server_ready(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=True)  # the model is loaded and verified before the server starts
 
-    def ModelReady(self, request, context):  # noqa: N802
-        """Ready for the served model; NOT_FOUND for any other name or version."""
+    def _model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
         try:
             self._check_model(request.name, request.version)
         except InferenceRequestError as exc:
-            self._refuse(context, "ModelReady", exc)
-        self._answered("ModelReady", 200)
+            raise _rpc_error(exc) from None
         return pb.ModelReadyResponse(ready=True)
 
-    def ServerMetadata(self, request, context):  # noqa: N802
-        """The server's name, version and extensions."""
-        self._answered("ServerMetadata", 200)
+    def _server_metadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=list(EXTENSIONS))
 
-    def ModelMetadata(self, request, context):  # noqa: N802
-        """The model's name, version, platform, inputs and outputs (as ``GET /v2/models/<name>``)."""
+    def _model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
         try:
             self._check_model(request.name, request.version)
         except InferenceRequestError as exc:
-            self._refuse(context, "ModelMetadata", exc)
+            raise _rpc_error(exc) from None
         sig = self.signature
 
         def tensors(bindings):
             return [pb.ModelMetadataResponse.TensorMetadata(name=b.name, datatype=b.datatype, shape=list(b.shape)) for b in bindings]
 
-        self._answered("ModelMetadata", 200)
         return pb.ModelMetadataResponse(name=sig.name, versions=[sig.version], platform="onnxruntime_onnx",
                                         inputs=tensors(sig.inputs), outputs=tensors(sig.outputs))
 
-    def ModelInfer(self, request, context):  # noqa: N802
-        """Validate as over HTTP, run the model, and return every asked output as raw contents."""
-        started = time.perf_counter()
+    def infer_many(self, messages: list[bytes], started: list[float]) -> list[bytes | RpcError]:
+        """Each ModelInfer request's response message, or the error that is its alone; requests for the same outputs run as
+        one ``session.run`` (:meth:`LoadedModel.run_many`). A bug of this server is every request's INTERNAL, logged."""
         try:
-            self._check_model(request.model_name, request.model_version)
-            raw = list(request.raw_input_contents) if request.raw_input_contents else None
-            decoded = self.signature.decode_inference(request_document(request), raw_inputs=raw)
-            results = self._run(decoded.feeds, decoded.outputs)
-        except InferenceRequestError as exc:
-            self._refuse(context, "ModelInfer", exc)
-        except _OnnxRuntimeFailure as exc:
-            self._answered("ModelInfer", 500)
-            context.abort(grpc.StatusCode.INTERNAL, str(exc))
-        response = pb.ModelInferResponse(model_name=self.signature.name, model_version=self.signature.version, id=decoded.request_id or "")
-        datatypes = {b.name: b.datatype for b in self.signature.outputs}
+            outcomes: list[bytes | RpcError | None] = [None] * len(messages)
+            decoded: list[tuple[int, InferenceRequest]] = []
+            for index, message in enumerate(messages):
+                try:
+                    decoded.append((index, self._decode(message)))
+                except InferenceRequestError as exc:
+                    outcomes[index] = _rpc_error(exc)
+            results = self.model.run_many([request for _, request in decoded])
+            for (index, request), result in zip(decoded, results, strict=True):
+                outcomes[index] = _rpc_error(result) if isinstance(result, Exception) else self._response(request, result, started[index])
+            return outcomes  # type: ignore[return-value]
+        except Exception as exc:  # noqa: BLE001 - the log gets the traceback, each client one line
+            _log.exception("lepton serve: the gRPC inference path failed")
+            return [RpcError(INTERNAL, f"internal server error ({type(exc).__name__}); the server log has the details", 500)] * len(messages)
+
+    def _decode(self, message: bytes) -> InferenceRequest:
+        try:
+            request = pb.ModelInferRequest.FromString(message)
+        except DecodeError:
+            raise InferenceRequestError("the request is not an inference.ModelInferRequest message; send the KServe v2 protocol's "
+                                        "ModelInferRequest") from None
+        self._check_model(request.model_name, request.model_version)
+        raw = list(request.raw_input_contents) if request.raw_input_contents else None
+        return self.signature.decode_inference(request_document(request), raw_inputs=raw)
+
+    def _response(self, request: InferenceRequest, results: dict[str, np.ndarray], started: float) -> bytes:
+        response = pb.ModelInferResponse(model_name=self.signature.name, model_version=self.signature.version, id=request.request_id or "")
         for name, array in results.items():
-            response.outputs.add(name=name, datatype=datatypes[name], shape=list(array.shape))
-            response.raw_output_contents.append(binary_ext.raw_from_array(datatypes[name], array))
+            datatype = self._datatypes[name]
+            response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
+            response.raw_output_contents.append(binary_ext.raw_from_array(datatype, array))
         if self._observe is not None:
-            self._observe(time.perf_counter() - started, decoded.rows)
-        self._answered("ModelInfer", 200)
-        return response
+            self._observe(time.perf_counter() - started, request.rows)
+        return response.SerializeToString()
 
-    def _run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+
+class _Stream:
+    """One RPC on a connection: its method, the request bytes so far, its deadline, and the response still to send."""
+
+    __slots__ = ("deadline", "done", "message", "outbox", "rpc", "started")
+
+    def __init__(self, rpc: str | None, started: float) -> None:
+        self.rpc = rpc  # None: a method this server does not serve
+        self.started = started
+        self.message = bytearray()
+        self.deadline: asyncio.TimerHandle | None = None
+        self.done = False  # the request is complete (or refused): no more of it is read
+        self.outbox: list[Any] | None = None  # [payload memoryview, trailers] while flow control holds the response back
+
+
+class GrpcProtocol(asyncio.Protocol):
+    """One HTTP/2 connection speaking the service (see the module docstring)."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self.server = server
+        self.service = server.service
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, _Stream] = {}
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            # headers are not validated or normalized: only :method, :path, content-type and grpc-encoding are read, each
+            # compared with the values that mean gRPC; h2 still enforces framing, HPACK, stream states and flow control
+            client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False,
+            validate_inbound_headers=False, normalize_inbound_headers=False))
+        self._handshake: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    # the connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        """Send our SETTINGS and start the handshake deadline."""
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self)
+        codes = h2.settings.SettingCodes
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS, codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
+            codes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW, codes.ENABLE_PUSH: 0})
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+        self._flush()
+        self._handshake = self.server.loop.call_later(self.server.request_timeout_s, self._handshake_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection and its streams (a request cut short counts as the client's leaving, 499)."""
+        if self._handshake is not None:
+            self._handshake.cancel()
+        for stream in self.streams.values():
+            if stream.deadline is not None:
+                stream.deadline.cancel()
+            if not stream.done and stream.rpc is not None:
+                self.service.answered(stream.rpc, 499)
+        self.streams.clear()
+        self.server.connections.discard(self)
+        self.server.connection_closed()
+
+    def pause_writing(self) -> None:
+        """A client not reading its responses: stop reading its requests until it catches up."""
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """The client caught up."""
+        self.transport.resume_reading()
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake = None
+        _log.debug("lepton serve: closing a gRPC connection that did not open HTTP/2 within %gs", self.server.request_timeout_s)
+        self._abort(h2.errors.ErrorCodes.SETTINGS_TIMEOUT)
+
+    def _abort(self, error_code: int) -> None:
+        """GOAWAY with ``error_code`` and close: the peer broke the protocol (or never spoke it)."""
         try:
-            return self.model.infer(feeds, outputs)
-        except InferenceRequestError:
-            raise  # the tokenizer refused a text: the client's to fix
-        except Exception as exc:  # onnxruntime's own error types; the request was valid by the signature
-            from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+            self.conn.close_connection(error_code=error_code)
+            self._flush()
+        except h2.exceptions.ProtocolError:
+            pass
+        self.server.refused()
+        self.transport.close()
 
-            message = " ".join(str(exc).split())
-            if isinstance(exc, InvalidArgument):
-                # the same words as HTTP's 400 for values the signature passed but the graph refused
-                raise InferenceRequestError(f"the model refused the request's values: {message}; check them against the model's "
-                                            "expected ranges") from None
-            _log.error("lepton serve: inference failed in onnxruntime: %s", message)
-            raise _OnnxRuntimeFailure(f"inference failed in onnxruntime: {message}") from None
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed h2; route each event; answer what completed (together when several did)."""
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            _log.debug("lepton serve: closing a gRPC connection that broke HTTP/2: %s", exc)
+            self._abort(getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
+        completed: list[tuple[int, _Stream]] = []
+        for event in events:
+            kind = type(event)
+            if kind is h2.events.RequestReceived:
+                self._request_received(event)
+            elif kind is h2.events.DataReceived:
+                self._data_received(event)
+            elif kind is h2.events.StreamEnded:
+                stream = self.streams.get(event.stream_id)
+                if stream is not None and not stream.done:
+                    stream.done = True
+                    if stream.deadline is not None:
+                        stream.deadline.cancel()
+                        stream.deadline = None
+                    completed.append((event.stream_id, stream))
+            elif kind is h2.events.WindowUpdated:
+                self._window_updated(event.stream_id)
+            elif kind is h2.events.StreamReset:
+                self._forget(event.stream_id, cancelled=True)
+            elif kind is h2.events.RemoteSettingsChanged:
+                if self._handshake is not None:
+                    self._handshake.cancel()
+                    self._handshake = None
+            elif kind is h2.events.ConnectionTerminated:
+                self._flush()
+                self.transport.close()
+                return
+            elif kind is h2.events.TrailersReceived:  # a client sends no trailers in gRPC: the request ends here
+                stream = self.streams.get(event.stream_id)
+                if stream is not None and not stream.done:
+                    self._refuse(event.stream_id, RpcError(INVALID_ARGUMENT, "the request carries trailers; a gRPC client sends none", 400))
+        if completed:
+            self._complete(completed)
+        for stream_id, stream in self.streams.items():  # a request still arriving: its deadline runs
+            if not stream.done and stream.deadline is None:
+                stream.deadline = self.server.loop.call_later(self.server.request_timeout_s, self._request_timed_out, stream_id)
+        self._flush()
+
+    # the streams
+
+    def _request_received(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        headers = dict(event.headers)
+        path = headers.get(b":path", b"")
+        rpc = self.service.paths.get(path)
+        stream = self.streams[stream_id] = _Stream(rpc, time.perf_counter())
+        if self.server.shutting_down:
+            self._refuse(stream_id, RpcError(UNAVAILABLE, "the server is shutting down; retry on another replica", 503))
+        elif headers.get(b":method") != b"POST" or not headers.get(b"content-type", b"").startswith(b"application/grpc"):
+            stream.done = True  # not gRPC: the HTTP answer gRPC prescribes (415), no gRPC status
+            self.server.refused()
+            self._send_headers(stream_id, ((b":status", b"415"), (b"content-type", b"text/plain")), end_stream=True)
+            self._forget(stream_id)
+        elif headers.get(b"grpc-encoding", b"identity") != b"identity":
+            encoding = headers[b"grpc-encoding"].decode("ascii", "replace")[:40]
+            self._refuse(stream_id, RpcError(UNIMPLEMENTED, f"compressed requests ({encoding}) are not supported; send them uncompressed "
+                                                            "(the gRPC default)", 415))
+        elif rpc is None:
+            self._refuse(stream_id, self.service.unimplemented(path))
+
+    def _data_received(self, event: h2.events.DataReceived) -> None:
+        stream_id = event.stream_id
+        try:
+            self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        except h2.exceptions.ProtocolError:  # the stream is already closed on our side
+            pass
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.done:
+            return  # refused already: the rest of its bytes are not kept
+        stream.message += event.data
+        limit = self.server.max_message_bytes
+        declared = int.from_bytes(stream.message[1:5], "big") if len(stream.message) >= 5 else 0
+        if declared > limit or len(stream.message) > limit + 5:
+            self._refuse(stream_id, RpcError(RESOURCE_EXHAUSTED, f"the request message is {max(declared, len(stream.message) - 5)} bytes, "
+                                                                 f"over this server's {limit}-byte limit (--max-body-mib); send fewer "
+                                                                 "rows per request", 413))
+
+    def _request_timed_out(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.done:
+            return
+        stream.deadline = None
+        self._refuse(stream_id, RpcError(DEADLINE_EXCEEDED, f"the request did not arrive within {self.server.request_timeout_s:g} s (the "
+                                                            "server's --request-timeout-s); send it without pausing", 408))
+        self._flush()
+
+    def _complete(self, completed: list[tuple[int, _Stream]]) -> None:
+        infer: list[tuple[int, _Stream, bytes]] = []
+        for stream_id, stream in completed:
+            buffer = stream.message
+            if len(buffer) < 5 or int.from_bytes(buffer[1:5], "big") != len(buffer) - 5:
+                self._refuse(stream_id, RpcError(INVALID_ARGUMENT, "the request is not one length-prefixed gRPC message; send exactly one "
+                                                                   "message per unary call", 400))
+            elif buffer[0] != 0:
+                self._refuse(stream_id, RpcError(UNIMPLEMENTED, "the request message is compressed; send it uncompressed (the gRPC "
+                                                                "default)", 415))
+            elif stream.rpc != "ModelInfer":
+                try:
+                    self._respond(stream_id, self.service.call(stream.rpc, bytes(buffer[5:])))
+                except RpcError as exc:
+                    self._refuse(stream_id, exc)
+            else:
+                infer.append((stream_id, stream, bytes(buffer[5:])))
+                stream.message = bytearray()
+        if infer:
+            self.server.submit(self, infer)
+
+    def answer(self, stream_id: int, outcome: bytes | RpcError) -> None:
+        """Send one ModelInfer outcome (its connection's bytes are flushed by the caller)."""
+        if stream_id not in self.streams:
+            self.service.answered("ModelInfer", 499)  # the client reset the stream or left
+            return
+        if isinstance(outcome, RpcError):
+            self._refuse(stream_id, outcome)
+        else:
+            self._respond(stream_id, outcome)
+
+    def _respond(self, stream_id: int, message: bytes) -> None:
+        stream = self.streams[stream_id]
+        self.service.answered(stream.rpc, 200)
+        payload = memoryview(b"".join((b"\x00", len(message).to_bytes(4, "big"), message)))
+        self._send_headers(stream_id, _RESPONSE_HEADERS)
+        stream.outbox = [payload, _OK_TRAILERS]
+        self._send_outbox(stream_id, stream)
+
+    def _refuse(self, stream_id: int, exc: RpcError) -> None:
+        """A trailers-only response with ``exc``'s status and one-line message; a request still arriving is reset after it."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        if stream.rpc is not None:
+            self.service.answered(stream.rpc, exc.status)
+        else:
+            self.server.refused()
+        still_arriving = not stream.done
+        stream.done = True
+        if stream.deadline is not None:
+            stream.deadline.cancel()
+            stream.deadline = None
+        message = quote(" ".join(str(exc).split()), safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")  # percent-encoded, as gRPC says
+        self._send_headers(stream_id, (*_RESPONSE_HEADERS, (b"grpc-status", str(exc.code).encode()), (b"grpc-message", message.encode("ascii"))),
+                           end_stream=True)
+        if still_arriving:
+            try:
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
+        self._forget(stream_id)
+
+    def _send_headers(self, stream_id: int, headers, end_stream: bool = False) -> None:
+        try:
+            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+        except h2.exceptions.ProtocolError:  # the client reset the stream meanwhile
+            self._forget(stream_id)
+
+    def _send_outbox(self, stream_id: int, stream: _Stream) -> None:
+        """Send as much of the response as flow control allows; the trailers once all of it is out."""
+        payload, trailers = stream.outbox
+        try:
+            while payload:
+                window = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
+                if window <= 0:
+                    stream.outbox[0] = payload
+                    return  # the rest waits for a WINDOW_UPDATE
+                self.conn.send_data(stream_id, payload[:window].tobytes())
+                payload = payload[window:]
+            self.conn.send_headers(stream_id, trailers, end_stream=True)
+        except h2.exceptions.ProtocolError:  # reset by the client meanwhile
+            pass
+        self._forget(stream_id)
+
+    def _window_updated(self, stream_id: int) -> None:
+        targets = [stream_id] if stream_id else [sid for sid, s in self.streams.items() if s.outbox is not None]
+        for sid in targets:
+            stream = self.streams.get(sid)
+            if stream is not None and stream.outbox is not None:
+                self._send_outbox(sid, stream)
+
+    def _forget(self, stream_id: int, cancelled: bool = False) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        if stream.deadline is not None:
+            stream.deadline.cancel()
+        if cancelled and stream.rpc is not None and stream.outbox is None and not stream.done:
+            self.service.answered(stream.rpc, 499)
+        if self.server.shutting_down and not self.streams and not self._closing:
+            self.close()
+
+    def close(self) -> None:
+        """GOAWAY (no new streams; the ones in flight are answered), then close once none is left."""
+        if self._closing or self.transport is None:
+            return
+        self._closing = True
+        try:
+            self.conn.close_connection()
+            self._flush()
+        except h2.exceptions.ProtocolError:
+            pass
+        if not self.streams or self.transport.is_closing():
+            self.transport.close()
 
 
 class GrpcServer:
-    """A running gRPC server; :meth:`stop` lets in-flight RPCs finish first."""
+    """The gRPC listener on an event loop (uvicorn's): :meth:`start` once the loop runs, :meth:`stop` lets in-flight RPCs finish."""
 
-    def __init__(self, server: grpc.Server, host: str, port: int) -> None:
-        self.server = server
-        self.host = host
-        self.port = port
+    def __init__(self, service: InferenceService, sock: socket.socket, *, max_message_bytes: int, request_timeout_s: float,
+                 on_refused: Callable[[int], None] | None = None) -> None:
+        self.service = service
+        self.sock = sock
+        self.host, self.port = sock.getsockname()[:2]
+        self.max_message_bytes = max_message_bytes
+        self.request_timeout_s = request_timeout_s
+        self._on_refused = on_refused
+        self.connections: set[GrpcProtocol] = set()
+        self.shutting_down = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._queue: list[tuple[GrpcProtocol, int, _Stream, bytes]] = []
+        self._all_closed: asyncio.Event | None = None
 
     @property
     def address(self) -> str:
         """``host:port`` as a gRPC client dials it (an IPv6 host in brackets)."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
-    def stop(self, grace_s: float) -> None:
-        """Refuse new RPCs, let in-flight ones finish for up to ``grace_s`` seconds, then return."""
-        self.server.stop(grace_s).wait()
+    async def start(self) -> None:
+        """Accept connections on the bound socket; logs the address."""
+        self.loop = asyncio.get_running_loop()
+        self._all_closed = asyncio.Event()
+        self._server = await self.loop.create_server(lambda: GrpcProtocol(self), sock=self.sock)
+        sig = self.service.signature
+        _log.info("lepton serve: %s:%s, gRPC listening on %s (%s)", sig.name, sig.version, self.address, SERVICE)
+
+    def refused(self) -> None:
+        """Count a request or connection refused below the RPCs (not HTTP/2, not gRPC, too slow)."""
+        if self._on_refused is not None:
+            self._on_refused(400)
+
+    def submit(self, protocol: GrpcProtocol, requests: list[tuple[int, _Stream, bytes]]) -> None:
+        """Answer complete ModelInfer requests: small ones of every connection together in the next loop turn (at once on the
+        only open connection), big ones and a text model's in a worker thread."""
+        for stream_id, stream, message in requests:
+            if not (self.service.inline_ok and len(message) <= INLINE_BODY_BYTES):
+                self._in_thread(protocol, stream_id, stream, message)
+            else:
+                self._queue.append((protocol, stream_id, stream, message))
+        if not self._queue:
+            return
+        if len(self.connections) > 1:
+            if len(self._queue) == len(requests):  # the first this turn: others may follow in the same turn
+                self.loop.call_soon(self._run_queue)
+        else:
+            self._run_queue()  # nobody to share a run with: the loop turn would be pure latency
+
+    def _run_queue(self) -> None:
+        queue, self._queue = self._queue, []
+        if not queue:
+            return
+        outcomes = self.service.infer_many([message for *_, message in queue], [stream.started for _, _, stream, _ in queue])
+        touched = {}
+        for (protocol, stream_id, _, _), outcome in zip(queue, outcomes, strict=True):
+            protocol.answer(stream_id, outcome)
+            touched[id(protocol)] = protocol
+        for protocol in touched.values():
+            if not protocol.transport.is_closing():
+                protocol._flush()
+
+    def _in_thread(self, protocol: GrpcProtocol, stream_id: int, stream: _Stream, message: bytes) -> None:
+        future = self.loop.run_in_executor(None, self.service.infer_many, [message], [stream.started])
+
+        def done(f: asyncio.Future) -> None:
+            protocol.answer(stream_id, f.result()[0])
+            if not protocol.transport.is_closing():
+                protocol._flush()
+
+        future.add_done_callback(done)
+
+    def connection_closed(self) -> None:
+        """A connection closed: during shutdown, the last one ends the wait."""
+        if self.shutting_down and not self.connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new connections and streams (GOAWAY), let in-flight RPCs finish for up to ``grace_s`` seconds, then close."""
+        if self._server is None:
+            self.sock.close()
+            return
+        self.shutting_down = True
+        self._server.close()
+        for protocol in list(self.connections):
+            protocol.close()
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), grace_s)
+            except TimeoutError:
+                _log.warning("lepton serve: %d gRPC connection(s) still busy after %gs; closing them", len(self.connections), grace_s)
+        for protocol in list(self.connections):
+            protocol.transport.abort()
+        await self._server.wait_closed()
 
 
-def start_grpc_server(model: LoadedModel, *, host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = 64 * 2**20,
-                      metrics: Any = None, workers: int = 0) -> GrpcServer:
-    """Start serving ``model`` over gRPC on ``host:port`` (0: any free port); logs the address it listens on.
+def grpc_listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for gRPC; a busy port is one clear error line naming ``--grpc-port``."""
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ServeError(f"cannot listen for gRPC on {target} ({exc.strerror or exc}); pick another --grpc-port or --host, "
+                         "or stop what uses it") from None
+    return sock
+
+
+def build_grpc_server(model: LoadedModel, *, host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = 64 * 2**20,
+                      request_timeout_s: float = 60.0, metrics: Any = None) -> GrpcServer:
+    """A gRPC server for ``model`` bound to ``host:port`` (0: any free port), started by :meth:`GrpcServer.start` on a running loop.
 
     ``max_message_bytes`` bounds a request message as ``--max-body-mib`` bounds an HTTP body (RESOURCE_EXHAUSTED
     above it). ``metrics`` is the HTTP app's metrics object (``app.state.metrics``), so gRPC requests are counted
-    with HTTP's. ``workers`` threads answer RPCs (0: one per CPU, at least two so a health
-    check is answered during a long inference).
+    with HTTP's (refusals below the RPCs under ``endpoint="grpc_protocol"``).
     """
-    count = observe = None
+    count = observe = on_refused = None
     if metrics is not None:
         latency, rows = metrics.latency.labels(model.signature.name), metrics.rows.labels(model.signature.name)
         count = metrics.count
@@ -247,27 +697,9 @@ def start_grpc_server(model: LoadedModel, *, host: str = "127.0.0.1", port: int 
             latency.observe(seconds)
             rows.inc(n)
 
-    options = [("grpc.max_receive_message_length", int(max_message_bytes)),
-               # without this, grpc binds with SO_REUSEPORT and a port another server holds looks free
-               ("grpc.so_reuseport", 0)]
-    # one thread per CPU: more only contend for the GIL (8 tritonclient.grpc clients on 2 CPUs: 6 threads answer
-    # ~2,100 requests/s, 2 threads ~3,400)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 1),
-                                                    thread_name_prefix="lepton-grpc"), options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(model, count=count, observe=observe), server)
-    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(target)
-    except RuntimeError as exc:
-        bound, detail = 0, str(exc)
-    else:
-        detail = "the port is in use or the address is not this machine's"
-    if not bound:
-        server.stop(None)
-        raise ServeError(f"cannot listen for gRPC on {target} ({' '.join(detail.split())}); pick another --grpc-port or --host, "
-                         "or stop what uses it")
-    server.start()
-    running = GrpcServer(server, host, bound)
-    _log.info("lepton serve: %s:%s, gRPC listening on %s (inference.GRPCInferenceService)",
-              model.signature.name, model.signature.version, running.address)
-    return running
+        def on_refused(status: int) -> None:
+            metrics.count("grpc_protocol", status)
+
+    service = InferenceService(model, count=count, observe=observe)
+    return GrpcServer(service, grpc_listening_socket(host, port), max_message_bytes=max_message_bytes,
+                      request_timeout_s=request_timeout_s, on_refused=on_refused)

@@ -175,6 +175,7 @@ class GracefulServer(uvicorn.Server):
     """uvicorn's server, minus re-raising the caught signal after shutdown (which would turn SIGTERM into exit 143)."""
 
     stopped_by: int | None = None
+    grpc: Any = None  # a GrpcServer (--grpc-port) started and stopped with this one, on its event loop
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -195,7 +196,9 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     async def startup(self, sockets=None) -> None:
-        """Start listening, then log where (the real port when 0 was asked for) and on which provider."""
+        """Start listening (gRPC first), then log where (the real port when 0 was asked for) and on which provider."""
+        if self.grpc is not None:
+            await self.grpc.start()
         await super().startup(sockets=sockets)
         model: LoadedModel = self.config.app.state.model
         for server in self.servers:
@@ -203,6 +206,16 @@ class GracefulServer(uvicorn.Server):
                 host, port = sock.getsockname()[:2]
                 _log.info("lepton serve: %s:%s on %s, listening on http://%s:%s (OIP v2; GET /v2/health/ready)",
                           model.signature.name, model.signature.version, model.provider, host, port)
+
+
+    async def shutdown(self, sockets=None) -> None:
+        """Stop both transports together, each letting its in-flight requests finish (up to the graceful timeout)."""
+        grpc_stopped = None
+        if self.grpc is not None:
+            grpc_stopped = asyncio.ensure_future(self.grpc.stop(self.config.timeout_graceful_shutdown or 30))
+        await super().shutdown(sockets=sockets)
+        if grpc_stopped is not None:
+            await grpc_stopped
 
 
 def _configure_logging() -> None:
@@ -257,18 +270,16 @@ def serve(manifest: str | Path, *, host: str = "127.0.0.1", port: int = 8080, pr
     model = load_model(manifest, providers=providers, threads=threads)
     server = build_server(model, host=host, port=port, max_body_bytes=max_body_bytes, graceful_timeout_s=graceful_timeout_s,
                           keep_alive_timeout_s=keep_alive_timeout_s, request_timeout_s=request_timeout_s)
-    # --- gRPC (--grpc-port, grpc_server.py): started beside HTTP, stopped after it with in-flight RPCs finished ---
-    grpc_server = None
-    if grpc_port is not None:
-        from .grpc_server import start_grpc_server
+    if grpc_port is not None:  # gRPC (grpc_server.py): on the same event loop, started before HTTP and stopped with it
+        from .grpc_server import build_grpc_server
 
-        grpc_server = start_grpc_server(model, host=host, port=grpc_port, max_message_bytes=max_body_bytes, metrics=server.config.app.state.metrics)
+        server.grpc = build_grpc_server(model, host=host, port=grpc_port, max_message_bytes=max_body_bytes, request_timeout_s=request_timeout_s,
+                                        metrics=server.config.app.state.metrics)
     try:
         server.run(sockets=[listening_socket(host, port)])
     finally:
-        if grpc_server is not None:
-            grpc_server.stop(graceful_timeout_s)
-    # --- end gRPC ---
+        if server.grpc is not None:
+            server.grpc.sock.close()
     if server.stopped_by is not None:
         _log.info("lepton serve: stopped by %s after in-flight requests finished", signal.Signals(server.stopped_by).name)
     return server.stopped_by

@@ -95,9 +95,9 @@ def _inputs(rows: int = 3) -> dict[str, np.ndarray]:
 class Served:
     """A running ``lepton serve`` process with its HTTP URL, gRPC address and log."""
 
-    def __init__(self, manifest: Path, log: Path) -> None:
+    def __init__(self, manifest: Path, log: Path, *extra: str) -> None:
         argv = [sys.executable, "-m", "lepton_cdk.cli", "serve", str(manifest), "--port", "0", "--grpc-port", "0",
-                "--max-body-mib", str(MAX_BODY_MIB)]
+                "--max-body-mib", str(MAX_BODY_MIB), *extra]
         self.log = log
         with log.open("w") as fh:
             self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
@@ -317,6 +317,107 @@ def test_a_busy_grpc_port_is_one_clear_line(model_dir):
     lines = [line for line in done.stderr.splitlines() if "gRPC" in line]
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "--grpc-port" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_concurrent_requests_on_many_connections_each_get_their_own_answer(served, reference):
+    # requests that arrive together run as one session.run: each must still get exactly its own rows back
+    from concurrent.futures import ThreadPoolExecutor
+
+    channels = [grpc.insecure_channel(served.grpc_address) for _ in range(6)]
+    try:
+        stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in channels]
+
+        def one(i: int) -> None:
+            rows = 1 + i % 5
+            feeds = _inputs(rows)
+            feeds["features"] = feeds["features"] + i  # every request's rows differ
+            request = _raw_request(feeds)
+            request.id = f"req-{i}"
+            response = stubs[i % len(stubs)].ModelInfer(request, timeout=30)
+            assert response.id == f"req-{i}"
+            _assert_same(_outputs(response), reference(feeds))
+
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(one, range(240)))
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+def test_a_response_bigger_than_the_client_s_window_arrives_whole(stub, reference):
+    # ~0.9 MiB out: more than a client's initial HTTP/2 window, so the server must wait for its WINDOW_UPDATEs
+    feeds = _inputs(60)
+    feeds["category"] = np.array([[f"{i:04d}" + "é" * 7_500] for i in range(60)], dtype=object)
+    response = stub.ModelInfer(_raw_request(feeds), timeout=60)
+    assert sum(len(raw) for raw in response.raw_output_contents) > 900_000
+    _assert_same(_outputs(response), reference(feeds))
+
+
+def test_an_rpc_this_server_does_not_serve_is_unimplemented_naming_those_it_does(served):
+    with grpc.insecure_channel(served.grpc_address) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelStatistics", request_serializer=lambda b: b,
+                                   response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as caught:
+            call(b"", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "ModelStatistics" in caught.value.details() and "ModelInfer" in caught.value.details()
+
+
+def test_a_compressed_request_is_refused_with_the_fix(served):
+    with grpc.insecure_channel(served.grpc_address, compression=grpc.Compression.Gzip) as channel, pytest.raises(grpc.RpcError) as caught:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_raw_request(_inputs(2)), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "uncompressed" in caught.value.details() and "\n" not in caught.value.details()
+
+
+def test_bytes_that_are_not_http2_close_the_connection_and_the_server_goes_on(served, stub):
+    host, port = served.grpc_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):  # the server answers GOAWAY and closes: recv returns b"" before the timeout
+            received += chunk
+    assert received  # HTTP/2 frames (SETTINGS, GOAWAY), not silence
+    assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+
+
+@pytest.fixture(scope="module")
+def impatient(model_dir, tmp_path_factory):
+    """A server with a 1-second --request-timeout-s."""
+    server = Served(model_dir, tmp_path_factory.mktemp("grpc-impatient") / "serve.log", "--request-timeout-s", "1")
+    yield server
+    server.stop()
+
+
+def test_a_silent_connection_is_closed_after_the_request_timeout(impatient):
+    host, port = impatient.grpc_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        began = time.monotonic()
+        while sock.recv(65536):  # our SETTINGS first, then EOF once the deadline passes
+            pass
+        assert time.monotonic() - began < 15
+
+
+def test_a_request_that_stops_arriving_gets_deadline_exceeded(impatient):
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = impatient.grpc_address.rsplit(":", 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ModelInfer"),
+                              (":authority", impatient.grpc_address), ("content-type", "application/grpc"), ("te", "trailers")])
+        conn.send_data(1, b"\x00\x00\x00\x10\x00" + b"\x0a")  # 16 bytes announced, 1 sent, then nothing
+        sock.sendall(conn.data_to_send())
+        status = None
+        while status is None and (data := sock.recv(65536)):
+            for event in conn.receive_data(data):
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)) and event.stream_id == 1:
+                    status = dict(event.headers).get("grpc-status", status)
+            sock.sendall(conn.data_to_send())
+    assert status == "4"  # DEADLINE_EXCEEDED
 
 
 def test_checked_in_code_is_what_grpcio_tools_generates(tmp_path):
