@@ -17,13 +17,15 @@ Goals, recorded per `lepton serve` row with met / not met: at least Triton's thr
 row; and one client at batch 1 over HTTP with binary tensors answered in <= 0.4 ms p50. Clients and servers share the
 machine's CPUs, so every server row includes the cost of the Python clients.
 
-Results go to ``bench-results/serve.json``. Run with ``make bench BENCH=serve`` or ``python -m tests.bench serve``.
+Results go to ``bench-results/serve.json``. Run with ``make bench BENCH=serve`` or ``python -m tests.bench serve``; to profile a
+few rows, ``python -m tests.bench.bench_serve --batches 64 --clients 8 --transports grpc --out /tmp/serve.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -54,6 +56,32 @@ BATCHES = (1, 64)
 CLIENTS = (1, 8)
 TRANSPORTS = (("http", "json"), ("http", "binary"), ("grpc", "binary"))
 ALONE_P50_GOAL_MS = 0.4
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants (Triton's Python backend
+    runs each model in a stub process of its own), read from ``/proc``; 0.0 where ``/proc`` is missing."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a process that ended while we looked
+        child = int(entry.parent.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        times[child] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo += children.get(current, [])
+    return total
+
+
+def _transport_name(transport: tuple[str, str]) -> str:
+    return "grpc" if transport[0] == "grpc" else "-".join(transport)
 
 
 def _summary(latencies_ms: list[float], wall_s: float, batch: int) -> dict:
@@ -115,7 +143,10 @@ def over_tritonclient(client: TritonClientTool, protocol: str, url: str, model: 
         first = next(d["first_error"] for d in docs if d["first_error"])
         return {"status": f"failed: {failures} requests failed, first: {first}"}
     wall = max(d["end"] for d in docs) - min(d["start"] for d in docs)
-    return {"status": "ok", **_summary([v for d in docs for v in d["latencies_ms"]], wall, batch)}
+    summary = _summary([v for d in docs for v in d["latencies_ms"]], wall, batch)
+    # a diagnostic: the clients' CPU (all their threads) over the measured loop, per request
+    summary["client_cpu_us_per_request"] = round(sum(d.get("cpu_s", 0.0) for d in docs) / summary["requests"] * 1e6, 1)
+    return {"status": "ok", **summary}
 
 
 def _goals(rows: list[dict]) -> None:
@@ -159,7 +190,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.5, help="measuring time per row")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "serve.json")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="batch sizes to measure (default: 1 64)")
+    parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="client counts to measure (default: 1 8)")
+    parser.add_argument("--transports", nargs="+", choices=[_transport_name(t) for t in TRANSPORTS], default=[_transport_name(t) for t in TRANSPORTS],
+                        help="transports to measure (default: all); a partial run is for profiling, the docs' table comes from a full one")
     args = parser.parse_args()
+    transports = [t for t in TRANSPORTS if _transport_name(t) in args.transports]
 
     import onnxruntime as ort
 
@@ -209,16 +245,16 @@ def main() -> int:
                     if running["triton"] is not None:
                         running["triton"].stop()
                         running["triton"] = None
-            for batch in BATCHES:
+            for batch in args.batches:
                 x = np.random.default_rng(batch).normal(40, 25, size=(batch, 8)).astype(np.float32)
                 x_file = tmp / f"x{batch}.npy"
                 np.save(x_file, x)
-                for clients in CLIENTS:
+                for clients in args.clients:
                     rows.append({"server": "onnxruntime in-process (ceiling)", "protocol": "-", "tensors": "-", "batch": batch, "clients": clients,
                                  "status": "ok", **in_process(session, x, clients, args.seconds)})
                     for name in ("lepton serve", "triton"):
                         target = running[name]
-                        for protocol, tensors in TRANSPORTS:
+                        for protocol, tensors in transports:
                             row = {"server": name, "protocol": protocol, "tensors": tensors, "batch": batch, "clients": clients}
                             if client is None:
                                 row["status"] = "not available: tritonclient is not installed (make bench installs it)"
@@ -230,10 +266,17 @@ def main() -> int:
                                 row["status"] = "not available: this lepton serve does not list binary_tensor_data"
                             else:
                                 url = target.url if protocol == "http" else target.grpc_address
+                                cpu_before = process_tree_cpu_s(target.proc.pid)
                                 row.update(over_tritonclient(client, protocol, url, model, x_file, batch, tensors, clients, args.seconds))
+                                if row["status"] == "ok":
+                                    # a diagnostic: the server's whole CPU over the row (the clients' warm-up included) per measured request
+                                    row["server_cpu_us_per_request"] = round((process_tree_cpu_s(target.proc.pid) - cpu_before)
+                                                                             / row["requests"] * 1e6, 1)
                             rows.append(row)
                             print(f"{name} {protocol} {tensors} batch {batch} x{clients}: "
-                                  + (f"p50 {row['p50_ms']} ms, {row['requests_per_s']} req/s" if row["status"] == "ok" else row["status"]),
+                                  + (f"p50 {row['p50_ms']} ms, {row['requests_per_s']} req/s, server CPU {row['server_cpu_us_per_request']} us/request, "
+                                     f"clients {row['client_cpu_us_per_request']}"
+                                     if row["status"] == "ok" else row["status"]),
                                   file=sys.stderr)
         finally:
             for target in running.values():
@@ -248,7 +291,7 @@ def main() -> int:
         "machine": machine(),
         "onnxruntime": f"{ort.__version__} CPUExecutionProvider",
         "client": TRITONCLIENT + (f" ({client.python})" if client else ": not installed"),
-        "command": "make bench BENCH=serve",
+        "command": "make bench BENCH=serve" if sys.argv[1:] == [] else "python -m tests.bench.bench_serve " + " ".join(sys.argv[1:]),
         "servers": servers,
         "model": {"name": model, "inputs": "features FP32 [batch, 8]", "onnx_bytes": manifest.model_artifact.bytes},
         "goals_summary": {s: goals.count(s) for s in ("met", "not met", "not measured")},

@@ -73,7 +73,7 @@ def loop(args: argparse.Namespace) -> dict:
         client.infer(args.model, inputs, outputs=outputs)
     time.sleep(max(0.0, args.start_at - time.time()))
     latencies = []
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     stop_at = start + args.seconds
     while True:
         t = time.perf_counter()
@@ -86,7 +86,7 @@ def loop(args: argparse.Namespace) -> dict:
         if time.time() >= stop_at:
             break
     return {"latencies_ms": [round(v, 4) for v in latencies], "start": start, "end": time.time(), "failures": failures,
-            "first_error": first_error}
+            "first_error": first_error, "cpu_s": time.process_time() - cpu_start}
 
 
 def main() -> int:
