@@ -7,7 +7,8 @@ by the same neutral client, Triton's own ``tritonclient`` (in its virtualenv ``b
 client running ``tests/support/tritonclient_driver.py``), so both are measured the same way.
 
 Rows: server (lepton serve, Triton) x transport (HTTP with JSON tensors, HTTP with binary tensors, gRPC) x batch (1,
-64) x clients (1, 8), each client sending requests back to back for ``--seconds``; plus onnxruntime in-process
+64) x clients (1, 8), each client sending requests back to back for ``--seconds``, in ``--repeats`` rounds (the servers'
+order alternating) whose median each row reports; plus onnxruntime in-process
 (``session.run`` in 1 or 8 threads, the ceiling). Each row: p50/p95 latency as the client sees it, requests/s and
 rows/s. A transport ``lepton serve`` does not offer yet (binary tensors unless ``GET /v2`` lists
 ``binary_tensor_data``; gRPC unless ``lepton serve`` has ``--grpc-port``) is reported "not available", as is Triton
@@ -87,6 +88,7 @@ def _transport_name(transport: tuple[str, str]) -> str:
 def _summary(latencies_ms: list[float], wall_s: float, batch: int) -> dict:
     ms = sorted(latencies_ms)
     return {"requests": len(ms), "p50_ms": round(statistics.median(ms), 3), "p95_ms": round(ms[max(0, int(0.95 * len(ms)) - 1)], 3),
+            "mean_ms": round(statistics.fmean(ms), 3),
             "requests_per_s": round(len(ms) / wall_s, 1), "rows_per_s": round(len(ms) * batch / wall_s, 1)}
 
 
@@ -149,6 +151,31 @@ def over_tritonclient(client: TritonClientTool, protocol: str, url: str, model: 
     return {"status": "ok", **summary}
 
 
+_MEDIAN_FIELDS = ("p50_ms", "p95_ms", "mean_ms", "requests_per_s", "rows_per_s", "server_cpu_us_per_request", "client_cpu_us_per_request")
+
+
+def merge_repeats(rows: list[dict]) -> list[dict]:
+    """One row per setting: the median of each figure over its rounds (rounds alternate the servers, so a slow spell of a
+    shared machine lands on both), each round's p50 and requests/s kept under ``rounds``; a failed round fails the row."""
+    merged: dict[tuple, list[dict]] = {}
+    for row in rows:
+        merged.setdefault((row["server"], row["protocol"], row["tensors"], row["batch"], row["clients"]), []).append(row)
+    out = []
+    for group in merged.values():
+        failed = next((r for r in group if r["status"] != "ok"), None)
+        if failed is not None:
+            out.append(failed)
+            continue
+        row = dict(group[0])
+        for field in _MEDIAN_FIELDS:
+            if all(field in r for r in group):
+                row[field] = round(statistics.median(r[field] for r in group), 3 if field.endswith("_ms") else 1)
+        row["requests"] = sum(r["requests"] for r in group)
+        row["rounds"] = [{"p50_ms": r["p50_ms"], "requests_per_s": r["requests_per_s"]} for r in group]
+        out.append(row)
+    return out
+
+
 def _goals(rows: list[dict]) -> None:
     """Add each `lepton serve` row's goals (met / not met / not measured) against the Triton row with the same settings."""
     def key(row: dict) -> tuple:
@@ -173,14 +200,15 @@ def _goals(rows: list[dict]) -> None:
 
 def table(rows: list[dict]) -> str:
     """The rows as a Markdown table (what docs/benchmarks.md shows)."""
-    lines = ["| server | transport | batch | clients | p50 ms | p95 ms | req/s | rows/s | goals |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| server | transport | batch | clients | p50 ms | p95 ms | mean ms | req/s | rows/s | goals |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         transport = "in-process" if r["protocol"] == "-" else f"{r['protocol']} {r['tensors']}" if r["protocol"] == "http" else r["protocol"]
         goals = ", ".join(f"{k}: {v}" for k, v in r.get("goals", {}).items())
         if r["status"] == "ok":
-            figures = f"{r['p50_ms']} | {r['p95_ms']} | {r['requests_per_s']:,.0f} | {r['rows_per_s']:,.0f}"
+            figures = f"{r['p50_ms']} | {r['p95_ms']} | {r.get('mean_ms', '')} | {r['requests_per_s']:,.0f} | {r['rows_per_s']:,.0f}"
         else:
-            figures = " ".join(r["status"].replace("|", "/").split()) + " | | | "  # a log excerpt must not break the table
+            figures = " ".join(r["status"].replace("|", "/").split()) + " | | | | "  # a log excerpt must not break the table
         lines.append(f"| {r['server']} | {transport} | {r['batch']} | {r['clients']} | {figures} | {goals} |")
     return "\n".join(lines)
 
@@ -188,7 +216,8 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     """Train, serve, measure every row, write bench-results/serve.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.5, help="measuring time per row")
+    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per row and repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over every row; each row reports the median of its rounds")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "serve.json")
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="batch sizes to measure (default: 1 64)")
     parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="client counts to measure (default: 1 8)")
@@ -245,48 +274,50 @@ def main() -> int:
                     if running["triton"] is not None:
                         running["triton"].stop()
                         running["triton"] = None
-            for batch in args.batches:
-                x = np.random.default_rng(batch).normal(40, 25, size=(batch, 8)).astype(np.float32)
-                x_file = tmp / f"x{batch}.npy"
-                np.save(x_file, x)
-                for clients in args.clients:
-                    rows.append({"server": "onnxruntime in-process (ceiling)", "protocol": "-", "tensors": "-", "batch": batch, "clients": clients,
-                                 "status": "ok", **in_process(session, x, clients, args.seconds)})
-                    for name in ("lepton serve", "triton"):
-                        target = running[name]
-                        for protocol, tensors in transports:
-                            row = {"server": name, "protocol": protocol, "tensors": tensors, "batch": batch, "clients": clients}
-                            if client is None:
-                                row["status"] = "not available: tritonclient is not installed (make bench installs it)"
-                            elif target is None:
-                                row["status"] = f"not available: {no_triton}"
-                            elif protocol == "grpc" and not target.grpc_address:
-                                row["status"] = f"not available: {no_grpc}"
-                            elif tensors == "binary" and protocol == "http" and not servers[name]["binary_tensor_data"]:
-                                row["status"] = "not available: this lepton serve does not list binary_tensor_data"
-                            else:
-                                url = target.url if protocol == "http" else target.grpc_address
-                                cpu_before = process_tree_cpu_s(target.proc.pid)
-                                row.update(over_tritonclient(client, protocol, url, model, x_file, batch, tensors, clients, args.seconds))
-                                if row["status"] == "ok":
-                                    # a diagnostic: the server's whole CPU over the row (the clients' warm-up included) per measured request
-                                    row["server_cpu_us_per_request"] = round((process_tree_cpu_s(target.proc.pid) - cpu_before)
-                                                                             / row["requests"] * 1e6, 1)
-                            rows.append(row)
-                            print(f"{name} {protocol} {tensors} batch {batch} x{clients}: "
-                                  + (f"p50 {row['p50_ms']} ms, {row['requests_per_s']} req/s, server CPU {row['server_cpu_us_per_request']} us/request, "
-                                     f"clients {row['client_cpu_us_per_request']}"
-                                     if row["status"] == "ok" else row["status"]),
-                                  file=sys.stderr)
+            for repeat in range(args.repeats):
+                for batch in args.batches:
+                    x = np.random.default_rng(batch).normal(40, 25, size=(batch, 8)).astype(np.float32)
+                    x_file = tmp / f"x{batch}.npy"
+                    np.save(x_file, x)
+                    for clients in args.clients:
+                        rows.append({"server": "onnxruntime in-process (ceiling)", "protocol": "-", "tensors": "-", "batch": batch,
+                                     "clients": clients, "status": "ok", **in_process(session, x, clients, args.seconds)})
+                        for name in ("lepton serve", "triton")[::1 if repeat % 2 == 0 else -1]:  # who goes first alternates
+                            target = running[name]
+                            for protocol, tensors in transports:
+                                row = {"server": name, "protocol": protocol, "tensors": tensors, "batch": batch, "clients": clients}
+                                if client is None:
+                                    row["status"] = "not available: tritonclient is not installed (make bench installs it)"
+                                elif target is None:
+                                    row["status"] = f"not available: {no_triton}"
+                                elif protocol == "grpc" and not target.grpc_address:
+                                    row["status"] = f"not available: {no_grpc}"
+                                elif tensors == "binary" and protocol == "http" and not servers[name]["binary_tensor_data"]:
+                                    row["status"] = "not available: this lepton serve does not list binary_tensor_data"
+                                else:
+                                    url = target.url if protocol == "http" else target.grpc_address
+                                    cpu_before = process_tree_cpu_s(target.proc.pid)
+                                    row.update(over_tritonclient(client, protocol, url, model, x_file, batch, tensors, clients, args.seconds))
+                                    if row["status"] == "ok":
+                                        # a diagnostic: the server's whole CPU over the row (the clients' warm-up included) per request
+                                        row["server_cpu_us_per_request"] = round((process_tree_cpu_s(target.proc.pid) - cpu_before)
+                                                                                 / row["requests"] * 1e6, 1)
+                                rows.append(row)
+                                print(f"[{repeat + 1}/{args.repeats}] {name} {protocol} {tensors} batch {batch} x{clients}: "
+                                      + (f"p50 {row['p50_ms']} ms, {row['requests_per_s']} req/s, server CPU {row['server_cpu_us_per_request']} "
+                                         f"us/request, clients {row['client_cpu_us_per_request']}" if row["status"] == "ok" else row["status"]),
+                                      file=sys.stderr)
         finally:
             for target in running.values():
                 if target is not None:
                     target.stop()
+    rows = merge_repeats(rows)
     _goals(rows)
     goals = [v for r in rows for v in r.get("goals", {}).values()]
     result = {
         "benchmark": "serve: lepton serve vs Triton (Python backend running onnxruntime) vs onnxruntime in-process; tritonclient as "
-                     f"the client of both servers, one process per client, {args.seconds} s per row",
+                     f"the client of both servers, one process per client, {args.seconds} s per row and round, "
+                     f"{args.repeats} rounds, the median of each figure",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "onnxruntime": f"{ort.__version__} CPUExecutionProvider",

@@ -3,7 +3,7 @@ transport, batch and clients, and a row that could not run is "not measured", ne
 
 from __future__ import annotations
 
-from tests.bench.bench_serve import _goals, table
+from tests.bench.bench_serve import _goals, merge_repeats, table
 
 
 def _row(server: str, protocol: str, tensors: str, batch: int, clients: int, p50: float | None, rps: float | None) -> dict:
@@ -33,3 +33,16 @@ def test_a_row_that_did_not_run_is_not_measured_and_shows_why():
     rendered = table(rows).splitlines()
     assert len(rendered) == 2 + len(rows) and all(line.count("|") == rendered[0].count("|") for line in rendered)
     assert "not available: this lepton serve has no --grpc-port" in rendered[2]
+
+
+def test_rounds_merge_into_one_row_of_medians_and_a_failed_round_fails_the_row():
+    rounds = [_row("lepton serve", "grpc", "binary", 1, 8, p50, rps) for p50, rps in ((2.0, 3000.0), (9.0, 1000.0), (2.2, 3200.0))]
+    failed = [_row("triton", "grpc", "binary", 1, 8, 2.1, 3100.0), {**_row("triton", "grpc", "binary", 1, 8, 2.1, 3100.0),
+                                                                     "status": "failed: 3 requests failed"}]
+    for row in rounds + failed:
+        row["requests"] = 100
+    merged = merge_repeats(rounds + failed)
+    assert len(merged) == 2
+    assert (merged[0]["p50_ms"], merged[0]["requests_per_s"], merged[0]["requests"]) == (2.2, 3000.0, 300)  # medians, not one round's
+    assert [r["p50_ms"] for r in merged[0]["rounds"]] == [2.0, 9.0, 2.2]
+    assert merged[1]["status"] == "failed: 3 requests failed"

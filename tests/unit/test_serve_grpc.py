@@ -381,6 +381,24 @@ def test_bytes_that_are_not_http2_close_the_connection_and_the_server_goes_on(se
     assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
 
 
+def test_headers_over_16_kib_close_the_connection_and_the_server_goes_on(served, stub):
+    import h2.config
+    import h2.connection
+
+    host, port = served.grpc_address.rsplit(":", 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ServerLive"),
+                              (":authority", served.grpc_address), ("content-type", "application/grpc"), ("x-pad", "p" * 20_000)])
+        sock.sendall(conn.data_to_send())
+        answered = b""
+        while chunk := sock.recv(65536):  # GOAWAY, then the server closes: recv returns b"" well before the timeout
+            answered += chunk
+    assert answered
+    assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+
+
 @pytest.fixture(scope="module")
 def impatient(model_dir, tmp_path_factory):
     """A server with a 1-second --request-timeout-s."""
