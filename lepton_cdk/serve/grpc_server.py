@@ -309,6 +309,8 @@ class GrpcProtocol(asyncio.Protocol):
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
             codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS, codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
             codes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW, codes.ENABLE_PUSH: 0})
+        # h2 applies a header-list limit only when a settings change is acknowledged, and these are initial values
+        self.conn.decoder.max_header_list_size = MAX_HEADER_LIST_BYTES
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
         self._flush()
