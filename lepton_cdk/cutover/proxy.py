@@ -25,7 +25,7 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from lepton_cdk.serve.app import OIPJSONResponse  # noqa: E402
-from lepton_cdk.serve.server import DEFAULT_REQUEST_TIMEOUT_S, BoundedH11Protocol, GracefulServer  # noqa: E402
+from lepton_cdk.serve.server import DEFAULT_REQUEST_TIMEOUT_S, BoundedH11Protocol, GracefulServer, bound_socket  # noqa: E402
 
 from .errors import CutoverError  # noqa: E402
 
@@ -94,14 +94,9 @@ class ListenerServer(GracefulServer):
 def bind(host: str, port: int, flag: str = "--listen") -> socket.socket:
     """A bound TCP socket (TCP_NODELAY inherited by accepted connections); a busy address is one clear error line."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
+        return bound_socket(host, port)
     except OSError as exc:
         raise CutoverError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another {flag} address or stop what uses it") from None
-    return sock
 
 
 def serve_app(app: Starlette, host: str, port: int, *, banner: str, graceful_timeout_s: int = 30) -> int | None:

@@ -52,9 +52,10 @@ from lepton_cdk import __version__
 
 from . import binary as binary_ext
 from .app import INLINE_BODY_BYTES
-from .errors import InferenceFailure, InferenceRequestError, ServeError
+from .errors import InferenceFailure, InferenceRequestError
 from .proto import grpc_predict_v2_pb2 as pb
 from .runtime import LoadedModel
+from .server import listening_socket
 from .tensors import InferenceRequest, shown
 
 _log = logging.getLogger("lepton.serve")
@@ -667,21 +668,6 @@ class GrpcServer:
         await self._server.wait_closed()
 
 
-def grpc_listening_socket(host: str, port: int) -> socket.socket:
-    """A bound TCP socket for gRPC; a busy port is one clear error line naming ``--grpc-port``."""
-    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        raise ServeError(f"cannot listen for gRPC on {target} ({exc.strerror or exc}); pick another --grpc-port or --host, "
-                         "or stop what uses it") from None
-    return sock
-
-
 def build_grpc_server(model: LoadedModel, *, host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = 64 * 2**20,
                       request_timeout_s: float = 60.0, metrics: Any = None) -> GrpcServer:
     """A gRPC server for ``model`` bound to ``host:port`` (0: any free port), started by :meth:`GrpcServer.start` on a running loop.
@@ -703,5 +689,6 @@ def build_grpc_server(model: LoadedModel, *, host: str = "127.0.0.1", port: int 
             metrics.count("grpc_protocol", status)
 
     service = InferenceService(model, count=count, observe=observe)
-    return GrpcServer(service, grpc_listening_socket(host, port), max_message_bytes=max_message_bytes,
+    sock = listening_socket(host, port, flag="--grpc-port", transport="gRPC")
+    return GrpcServer(service, sock, max_message_bytes=max_message_bytes,
                       request_timeout_s=request_timeout_s, on_refused=on_refused)

@@ -285,16 +285,28 @@ def serve(manifest: str | Path, *, host: str = "127.0.0.1", port: int = 8080, pr
     return server.stopped_by
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound TCP socket; binding here (not in uvicorn) turns a busy port into one clear error line."""
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: any free port) with TCP_NODELAY for the connections it accepts; OSError as bind raises it."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Accepted connections inherit this: without it a response's headers and body, written
         # separately, wait for the client's delayed ACK (~40 ms per request on a kept-alive connection).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
-    except OSError as exc:
-        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host, or stop what uses it") from None
+    except OSError:
+        sock.close()
+        raise
     return sock
+
+
+def listening_socket(host: str, port: int, *, flag: str = "--port", transport: str = "") -> socket.socket:
+    """A bound TCP socket; binding here (not in uvicorn) turns a busy port into one clear error line naming ``flag``
+    (``transport``, as "gRPC", says which of the server's listeners it is)."""
+    try:
+        return bound_socket(host, port)
+    except OSError as exc:
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        what = f" for {transport}" if transport else ""
+        raise ServeError(f"cannot listen{what} on {target} ({exc.strerror or exc}); pick another {flag} or --host, or stop what uses it") from None
