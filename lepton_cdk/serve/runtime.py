@@ -121,10 +121,7 @@ class LoadedModel:
         tokenizer pads a batch to the longest text, so merged, a request's arrays would not be its own.
         """
         if len(requests) == 1:  # the common case on a quiet server: nothing to group
-            try:
-                return [self.run(requests[0])]
-            except (InferenceRequestError, InferenceFailure) as exc:
-                return [exc]
+            return [self._run_alone(requests[0])]
         results: list = [None] * len(requests)
         groups: dict[tuple[str, ...], list[int]] = {}
         mergeable = self.signature.batched and self.text is None
@@ -134,14 +131,14 @@ class LoadedModel:
             for chunk in self._chunks(group, requests):
                 merged = self._run_merged([requests[i] for i in chunk]) if len(chunk) > 1 else None
                 for position, index in enumerate(chunk):
-                    if merged is not None:
-                        results[index] = merged[position]
-                        continue
-                    try:
-                        results[index] = self.run(requests[index])
-                    except (InferenceRequestError, InferenceFailure) as exc:
-                        results[index] = exc
+                    results[index] = merged[position] if merged is not None else self._run_alone(requests[index])
         return results
+
+    def _run_alone(self, request: InferenceRequest) -> dict[str, np.ndarray] | InferenceRequestError | InferenceFailure:
+        try:
+            return self.run(request)
+        except (InferenceRequestError, InferenceFailure) as exc:
+            return exc
 
     def _chunks(self, group: list[int], requests: Sequence[InferenceRequest]) -> list[list[int]]:
         # consecutive requests whose rows together fit the model's max_batch_size run together
