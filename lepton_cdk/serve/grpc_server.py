@@ -300,11 +300,8 @@ class GrpcProtocol(asyncio.Protocol):
     # the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        """Send our SETTINGS and start the handshake deadline."""
+        """Send our SETTINGS and start the handshake deadline (TCP_NODELAY comes from the listening socket)."""
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.connections.add(self)
         codes = h2.settings.SettingCodes
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -608,6 +605,7 @@ class GrpcServer:
     def submit(self, protocol: GrpcProtocol, requests: list[tuple[int, _Stream, bytes]]) -> None:
         """Answer complete ModelInfer requests: small ones of every connection together in the next loop turn (at once on the
         only open connection), big ones and a text model's in a worker thread."""
+        flush_scheduled = bool(self._queue)  # requests queued earlier this turn already have their flush coming
         for stream_id, stream, message in requests:
             if not (self.service.inline_ok and len(message) <= INLINE_BODY_BYTES):
                 self._in_thread(protocol, stream_id, stream, message)
@@ -616,7 +614,7 @@ class GrpcServer:
         if not self._queue:
             return
         if len(self.connections) > 1:
-            if len(self._queue) == len(requests):  # the first this turn: others may follow in the same turn
+            if not flush_scheduled:  # the first this turn: others may follow in the same turn
                 self.loop.call_soon(self._run_queue)
         else:
             self._run_queue()  # nobody to share a run with: the loop turn would be pure latency
