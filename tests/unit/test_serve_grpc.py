@@ -399,6 +399,45 @@ def test_headers_over_16_kib_close_the_connection_and_the_server_goes_on(served,
     assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
 
 
+def test_a_small_request_read_with_a_big_one_is_answered_while_other_connections_are_open(served, stub):
+    # the big one goes to a worker thread, the small one to the loop-turn queue: it must be flushed, not left waiting
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live  # a second open connection: batching across connections is on
+    big = _raw_request(_inputs(3))
+    big.raw_input_contents[2] = binary_ext.raw_from_array("BYTES", np.array([["x" * 40_000]] * 3, dtype=object))
+    host, port = served.grpc_address.rsplit(":", 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    headers = [(":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ModelInfer"),
+               (":authority", served.grpc_address), ("content-type", "application/grpc"), ("te", "trailers")]
+    statuses: dict[int, str] = {}
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        while conn.outbound_flow_control_window <= 65535 or conn.remote_settings.initial_window_size <= 65535:
+            conn.receive_data(sock.recv(65536))  # the server's SETTINGS and window: room for the big message
+        for stream_id, request in ((1, big), (3, _raw_request(_inputs(1)))):
+            message = request.SerializeToString()
+            conn.send_headers(stream_id, headers)
+            body = b"\x00" + len(message).to_bytes(4, "big") + message
+            step = conn.max_outbound_frame_size
+            for at in range(0, len(body), step):
+                conn.send_data(stream_id, body[at:at + step], end_stream=at + step >= len(body))
+        sock.sendall(conn.data_to_send())  # both requests in one write
+        while len(statuses) < 2 and (data := sock.recv(65536)):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    status = dict(event.headers).get("grpc-status")
+                    if status is not None:
+                        statuses[event.stream_id] = status
+            sock.sendall(conn.data_to_send())
+    assert statuses == {1: "0", 3: "0"}
+
+
 @pytest.fixture(scope="module")
 def impatient(model_dir, tmp_path_factory):
     """A server with a 1-second --request-timeout-s."""
