@@ -17,7 +17,7 @@ import pytest
 
 from lepton_cdk.contract import read_manifest, read_outputs
 from tests.support.emulators import MOTO_AMI_ID, aws_env, boto3_client
-from tests.support.terraform import REPO_ROOT, tool_env
+from tests.support.terraform import REPO_ROOT, retried_create_race, tool_env
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +25,32 @@ CDKTF = REPO_ROOT / "node_modules" / ".bin" / "cdktf"
 STACK = "lepton-aws"
 
 
-def _cdktf(args, *, cwd, env, timeout_s=600) -> tuple[subprocess.CompletedProcess, float]:
+def _cdktf(args, *, cwd, env, timeout_s=600, check=True) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
     proc = subprocess.run([str(CDKTF), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
     elapsed = round(time.monotonic() - started, 1)
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         pytest.fail(f"cdktf {' '.join(args)} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-6000:]}")
     return proc, elapsed
+
+
+def _deploy(args, *, cwd, env, tf_log) -> float:
+    """``cdktf deploy``; once more after a destroy when (and only when) it lost the emulator's retried-create race.
+
+    Terraform's debug log goes to ``tf_log``, so a failure shows which AWS SDK attempts the failing operation made.
+    """
+    env = {**env, "TF_LOG": "DEBUG", "TF_LOG_PATH": str(tf_log)}
+    proc, elapsed = _cdktf(args, cwd=cwd, env=env, check=False)
+    if proc.returncode == 0:
+        return elapsed
+    output = proc.stdout + proc.stderr
+    race = retried_create_race(output, tf_log)
+    if race is None:
+        pytest.fail(f"cdktf {' '.join(args)} exited {proc.returncode} (Terraform's debug log: {tf_log}):\n{output[-6000:]}")
+    print(f"\ncdktf deploy lost the emulator's retried-create race ({race}); destroying and deploying again")
+    _cdktf(["destroy", STACK, "--auto-approve"], cwd=cwd, env=env)
+    _, again = _cdktf(args, cwd=cwd, env={**env, "TF_LOG_PATH": str(tf_log.with_suffix(".again.log"))})
+    return elapsed + again
 
 
 def test_cdktf_deploy_writes_outputs_the_pipeline_reads_and_destroy_cleans_up(pipeline_out, moto, tf_cli_config, tmp_path):
@@ -61,7 +80,8 @@ def test_cdktf_deploy_writes_outputs_the_pipeline_reads_and_destroy_cleans_up(pi
         "LEPTON_STATE_DIR": str(tmp_path / "state"),
     })
     outputs_file = tmp_path / "outputs.json"
-    _, deploy_s = _cdktf(["deploy", STACK, "--auto-approve", "--skip-provider-lock", "--outputs-file", str(outputs_file)], cwd=project, env=env)
+    deploy_s = _deploy(["deploy", STACK, "--auto-approve", "--skip-provider-lock", "--outputs-file", str(outputs_file)], cwd=project, env=env,
+                       tf_log=tmp_path / "terraform-deploy.log")
 
     manifest = read_manifest(pipeline_out / "manifest.json")
     outputs = read_outputs(outputs_file)[STACK]
