@@ -15,7 +15,7 @@ pipeline    torch, onnx, onnxscript, onnxruntime, numpy, pandas, pyarrow,   ``mo
 data        boto3, google-cloud-storage, pyarrow                            S3 / Cloud Storage locations and
                                                                             ``--transcode`` in ``lepton data``
 serve       onnxruntime, numpy, starlette, uvicorn, prometheus-client,      ``lepton_cdk.serve``, ``lepton serve``,
-            httpx, h11, httptools, orjson, tokenizers, h2, protobuf         ``predict``, ``export triton``
+            httpx, h11, httptools, orjson, tokenizers, hpack, protobuf      ``predict``, ``export triton``
 sagemaker   boto3                                                           submitting a SageMaker training job
 all         aws, gcp, pipeline, data, serve
 ==========  ==============================================================  ===========================================
@@ -44,7 +44,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "pipeline": ("torch", "onnx", "onnxscript", "onnxruntime", "numpy", "pandas", "pyarrow", "matplotlib", "tensorboard",
                  "transformers", "tokenizers", "safetensors"),
     "data": ("botocore", "google.cloud.storage", "pyarrow"),
-    "serve": ("onnxruntime", "numpy", "starlette", "uvicorn", "prometheus_client", "httpx", "h11", "httptools", "orjson", "tokenizers", "h2",
+    "serve": ("onnxruntime", "numpy", "starlette", "uvicorn", "prometheus_client", "httpx", "h11", "httptools", "orjson", "tokenizers", "hpack",
               "google.protobuf"),
     "sagemaker": ("boto3", "botocore"),
 }

@@ -11,13 +11,14 @@ Outputs come back as ``raw_output_contents``, as Triton sends them (tritonclient
 Served RPCs: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer.
 
 How: gRPC is HTTP/2 with length-prefixed protobuf messages and the status in trailers. This module speaks it with
-``h2`` (the HTTP/2 state machine: framing, HPACK, flow control, SETTINGS, PING, GOAWAY) as an asyncio protocol on
-uvicorn's loop, so ModelInfer requests that arrive in one loop turn run as one ``session.run`` (dynamic batching, as
-the HTTP fast path does) and no request crosses a thread unless it must (a text model's tokenizer, a big message).
+:mod:`lepton_cdk.serve.http2` (framing, HPACK, flow control, SETTINGS, PING, GOAWAY) as an asyncio protocol on uvicorn's
+loop, so ModelInfer requests that arrive in one loop turn run as one ``session.run`` (dynamic batching, as the HTTP
+fast path does) and no request crosses a thread unless it must (a text model's tokenizer, a big message).
 Why not grpcio's server: measured with 8 tritonclient.grpc clients on 2 CPUs, its threaded server spent ~320-350 us of
 CPU per request and its ``grpc.aio`` server ~440 us, nearly all inside grpcio (the handler, validation and onnxruntime
-were ~10% of the samples), about what Triton's C++ server spends, so with clients on the same CPUs neither kept up
-with Triton (``docs/benchmarks.md``). grpcio stays what the tests and users call this server with.
+were ~10% of the samples), so with clients on the same CPUs neither kept up with Triton's C++ server. On the ``h2``
+package (the first version of this module) the server spent ~236 us, half of it in h2; on :mod:`~lepton_cdk.serve.http2`
+~120 us (``docs/benchmarks.md``). grpcio stays what the tests and users call this server with.
 
 Bounds: a message over ``max_message_bytes`` is refused as soon as its prefix says so; a request must arrive within
 ``request_timeout_s`` of its headers (``DEADLINE_EXCEEDED``, stream reset) and a connection must open HTTP/2 within
@@ -39,18 +40,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from lepton_cdk import __version__
 
 from . import binary as binary_ext
+from . import http2
 from .app import INLINE_BODY_BYTES
 from .errors import InferenceFailure, InferenceRequestError
 from .proto import grpc_predict_v2_pb2 as pb
@@ -289,11 +285,10 @@ class GrpcProtocol(asyncio.Protocol):
         self.service = server.service
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, _Stream] = {}
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
-            # headers are not validated or normalized: only :method, :path, content-type and grpc-encoding are read, each
-            # compared with the values that mean gRPC; h2 still enforces framing, HPACK, stream states and flow control
-            client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False,
-            validate_inbound_headers=False, normalize_inbound_headers=False))
+        # headers are not validated beyond HPACK: only :method, :path, content-type and grpc-encoding are read, each compared
+        # with the values that mean gRPC; the connection enforces framing, HPACK, stream states and flow control
+        self.conn = http2.ServerConnection(max_concurrent_streams=MAX_CONCURRENT_STREAMS, max_header_list_size=MAX_HEADER_LIST_BYTES,
+                                           stream_window=_STREAM_WINDOW, connection_window=_CONNECTION_WINDOW)
         self._handshake: asyncio.TimerHandle | None = None
         self._closing = False
 
@@ -303,14 +298,7 @@ class GrpcProtocol(asyncio.Protocol):
         """Send our SETTINGS and start the handshake deadline (TCP_NODELAY comes from the listening socket)."""
         self.transport = transport  # type: ignore[assignment]
         self.server.connections.add(self)
-        codes = h2.settings.SettingCodes
-        self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS, codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
-            codes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW, codes.ENABLE_PUSH: 0})
-        # h2 applies a header-list limit only when a settings change is acknowledged, and these are initial values
-        self.conn.decoder.max_header_list_size = MAX_HEADER_LIST_BYTES
         self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
         self._flush()
         self._handshake = self.server.loop.call_later(self.server.request_timeout_s, self._handshake_timed_out)
 
@@ -338,14 +326,14 @@ class GrpcProtocol(asyncio.Protocol):
     def _handshake_timed_out(self) -> None:
         self._handshake = None
         _log.debug("lepton serve: closing a gRPC connection that did not open HTTP/2 within %gs", self.server.request_timeout_s)
-        self._abort(h2.errors.ErrorCodes.SETTINGS_TIMEOUT)
+        self._abort(http2.ErrorCodes.SETTINGS_TIMEOUT)
 
     def _abort(self, error_code: int) -> None:
         """GOAWAY with ``error_code`` and close: the peer broke the protocol (or never spoke it)."""
         try:
             self.conn.close_connection(error_code=error_code)
             self._flush()
-        except h2.exceptions.ProtocolError:
+        except http2.ProtocolError:
             pass
         self.server.refused()
         self.transport.close()
@@ -356,21 +344,21 @@ class GrpcProtocol(asyncio.Protocol):
             self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
-        """Feed h2; route each event; answer what completed (together when several did)."""
+        """Feed the HTTP/2 connection; route each event; answer what completed (together when several did)."""
         try:
             events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except http2.ProtocolError as exc:
             _log.debug("lepton serve: closing a gRPC connection that broke HTTP/2: %s", exc)
-            self._abort(getattr(exc, "error_code", None) or h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._abort(getattr(exc, "error_code", None) or http2.ErrorCodes.PROTOCOL_ERROR)
             return
         completed: list[tuple[int, _Stream]] = []
         for event in events:
             kind = type(event)
-            if kind is h2.events.RequestReceived:
+            if kind is http2.RequestReceived:
                 self._request_received(event)
-            elif kind is h2.events.DataReceived:
+            elif kind is http2.DataReceived:
                 self._data_received(event)
-            elif kind is h2.events.StreamEnded:
+            elif kind is http2.StreamEnded:
                 stream = self.streams.get(event.stream_id)
                 if stream is not None and not stream.done:
                     stream.done = True
@@ -378,19 +366,19 @@ class GrpcProtocol(asyncio.Protocol):
                         stream.deadline.cancel()
                         stream.deadline = None
                     completed.append((event.stream_id, stream))
-            elif kind is h2.events.WindowUpdated:
+            elif kind is http2.WindowUpdated:
                 self._window_updated(event.stream_id)
-            elif kind is h2.events.StreamReset:
+            elif kind is http2.StreamReset:
                 self._forget(event.stream_id, cancelled=True)
-            elif kind is h2.events.RemoteSettingsChanged:
+            elif kind is http2.RemoteSettingsChanged:
                 if self._handshake is not None:
                     self._handshake.cancel()
                     self._handshake = None
-            elif kind is h2.events.ConnectionTerminated:
+            elif kind is http2.ConnectionTerminated:
                 self._flush()
                 self.transport.close()
                 return
-            elif kind is h2.events.TrailersReceived:  # a client sends no trailers in gRPC: the request ends here
+            elif kind is http2.TrailersReceived:  # a client sends no trailers in gRPC: the request ends here
                 stream = self.streams.get(event.stream_id)
                 if stream is not None and not stream.done:
                     self._refuse(event.stream_id, RpcError(INVALID_ARGUMENT, "the request carries trailers; a gRPC client sends none", 400))
@@ -403,7 +391,7 @@ class GrpcProtocol(asyncio.Protocol):
 
     # the streams
 
-    def _request_received(self, event: h2.events.RequestReceived) -> None:
+    def _request_received(self, event: http2.RequestReceived) -> None:
         stream_id = event.stream_id
         headers = dict(event.headers)
         path = headers.get(b":path", b"")
@@ -423,11 +411,11 @@ class GrpcProtocol(asyncio.Protocol):
         elif rpc is None:
             self._refuse(stream_id, self.service.unimplemented(path))
 
-    def _data_received(self, event: h2.events.DataReceived) -> None:
+    def _data_received(self, event: http2.DataReceived) -> None:
         stream_id = event.stream_id
         try:
             self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
-        except h2.exceptions.ProtocolError:  # the stream is already closed on our side
+        except http2.ProtocolError:  # the stream is already closed on our side
             pass
         stream = self.streams.get(stream_id)
         if stream is None or stream.done:
@@ -507,15 +495,15 @@ class GrpcProtocol(asyncio.Protocol):
                            end_stream=True)
         if still_arriving:
             try:
-                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.ProtocolError:
+                self.conn.reset_stream(stream_id, http2.ErrorCodes.NO_ERROR)
+            except http2.ProtocolError:
                 pass
         self._forget(stream_id)
 
     def _send_headers(self, stream_id: int, headers, end_stream: bool = False) -> None:
         try:
             self.conn.send_headers(stream_id, headers, end_stream=end_stream)
-        except h2.exceptions.ProtocolError:  # the client reset the stream meanwhile
+        except http2.ProtocolError:  # the client reset the stream meanwhile
             self._forget(stream_id)
 
     def _send_outbox(self, stream_id: int, stream: _Stream) -> None:
@@ -530,7 +518,7 @@ class GrpcProtocol(asyncio.Protocol):
                 self.conn.send_data(stream_id, payload[:window].tobytes())
                 payload = payload[window:]
             self.conn.send_headers(stream_id, trailers, end_stream=True)
-        except h2.exceptions.ProtocolError:  # reset by the client meanwhile
+        except http2.ProtocolError:  # reset by the client meanwhile
             pass
         self._forget(stream_id)
 
@@ -560,7 +548,7 @@ class GrpcProtocol(asyncio.Protocol):
         try:
             self.conn.close_connection()
             self._flush()
-        except h2.exceptions.ProtocolError:
+        except http2.ProtocolError:
             pass
         if not self.streams or self.transport.is_closing():
             self.transport.close()
