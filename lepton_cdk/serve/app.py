@@ -27,7 +27,7 @@ require_extra("lepton_cdk.serve", "serve")
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -228,23 +228,32 @@ class InferenceEndpoint:
         still gets its own answer, validated, encoded and measured alone. If onnxruntime refuses a merged batch,
         each request runs alone, so a refusal reaches only the request that caused it.
         """
-        answers: list[InferenceAnswer | None] = [None] * len(bodies)
+        return list(self.answers_in_order(bodies))
+
+    def answers_in_order(self, bodies: Sequence[tuple[bytes, str, str | None]]) -> Iterator[InferenceAnswer]:
+        """:meth:`answer_many`'s answers one at a time: each is encoded only when the one before it was taken, so a
+        caller that sends each as it comes gets the first out while the others are still being encoded."""
+        refused: dict[int, InferenceAnswer] = {}
         pending: list[tuple[int, InferenceRequest, float]] = []
         for index, (body, content_type, header_length) in enumerate(bodies):
             try:
                 started = time.perf_counter()
                 pending.append((index, self._decode(body, content_type, header_length), started))
             except InferenceRequestError as exc:
-                answers[index] = self.error(str(exc), exc.status)
+                refused[index] = self.error(str(exc), exc.status)
         results = self.model.run_many([request for _, request, _ in pending])
-        for (index, request, started), result in zip(pending, results, strict=True):
+        ran = iter(zip(pending, results, strict=True))
+        for index in range(len(bodies)):
+            if index in refused:
+                yield refused[index]
+                continue
+            (_, request, started), result = next(ran)
             if isinstance(result, InferenceRequestError):
-                answers[index] = self.error(str(result), result.status)
+                yield self.error(str(result), result.status)
             elif isinstance(result, InferenceFailure):
-                answers[index] = self.error(str(result), 500)
+                yield self.error(str(result), 500)
             else:
-                answers[index] = self._encode(request, result, started)
-        return answers  # type: ignore[return-value]
+                yield self._encode(request, result, started)
 
     def error(self, message: str, status: int) -> InferenceAnswer:
         """``{"error": message}`` as an answer."""

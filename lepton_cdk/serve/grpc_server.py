@@ -36,7 +36,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -226,21 +226,31 @@ class InferenceService:
     def infer_many(self, messages: list[bytes], started: list[float]) -> list[bytes | RpcError]:
         """Each ModelInfer request's response message, or the error that is its alone; requests for the same outputs run as
         one ``session.run`` (:meth:`LoadedModel.run_many`). A bug of this server is every request's INTERNAL, logged."""
+        outcomes: list[bytes | RpcError] = []
         try:
-            outcomes: list[bytes | RpcError | None] = [None] * len(messages)
-            decoded: list[tuple[int, InferenceRequest]] = []
-            for index, message in enumerate(messages):
-                try:
-                    decoded.append((index, self._decode(message)))
-                except InferenceRequestError as exc:
-                    outcomes[index] = _rpc_error(exc)
-            results = self.model.run_many([request for _, request in decoded])
-            for (index, request), result in zip(decoded, results, strict=True):
-                outcomes[index] = _rpc_error(result) if isinstance(result, Exception) else self._response(request, result, started[index])
-            return outcomes  # type: ignore[return-value]
+            for outcome in self.infer_in_order(messages, started):
+                outcomes.append(outcome)
         except Exception as exc:  # noqa: BLE001 - the log gets the traceback, each client one line
-            _log.exception("lepton serve: the gRPC inference path failed")
-            return [RpcError(INTERNAL, f"internal server error ({type(exc).__name__}); the server log has the details", 500)] * len(messages)
+            outcomes += [internal_error(exc)] * (len(messages) - len(outcomes))
+        return outcomes
+
+    def infer_in_order(self, messages: list[bytes], started: list[float]) -> Iterator[bytes | RpcError]:
+        """:meth:`infer_many`'s outcomes one at a time, each response encoded only when the one before it was taken (so
+        it can be sent first). Raises on a bug of this server; the caller answers the rest :func:`internal_error`."""
+        refused: dict[int, RpcError] = {}
+        decoded: list[InferenceRequest] = []
+        for index, message in enumerate(messages):
+            try:
+                decoded.append(self._decode(message))
+            except InferenceRequestError as exc:
+                refused[index] = _rpc_error(exc)
+        ran = iter(zip(decoded, self.model.run_many(decoded), strict=True))
+        for index in range(len(messages)):
+            if index in refused:
+                yield refused[index]
+                continue
+            request, result = next(ran)
+            yield _rpc_error(result) if isinstance(result, Exception) else self._response(request, result, started[index])
 
     def _decode(self, message: bytes) -> InferenceRequest:
         try:
@@ -261,6 +271,12 @@ class InferenceService:
         if self._observe is not None:
             self._observe(time.perf_counter() - started, request.rows)
         return response.SerializeToString()
+
+
+def internal_error(exc: Exception) -> RpcError:
+    """INTERNAL for a bug of this server (logged with its traceback); the client gets one line."""
+    _log.error("lepton serve: the gRPC inference path failed", exc_info=exc)
+    return RpcError(INTERNAL, f"internal server error ({type(exc).__name__}); the server log has the details", 500)
 
 
 class _Stream:
@@ -611,14 +627,20 @@ class GrpcServer:
         queue, self._queue = self._queue, []
         if not queue:
             return
-        outcomes = self.service.infer_many([message for *_, message in queue], [stream.started for _, _, stream, _ in queue])
-        touched = {}
-        for (protocol, stream_id, _, _), outcome in zip(queue, outcomes, strict=True):
-            protocol.answer(stream_id, outcome)
-            touched[id(protocol)] = protocol
-        for protocol in touched.values():
-            if not protocol.transport.is_closing():
-                protocol._flush()
+        answered = 0
+        try:  # each response goes out as soon as it is encoded, before the next one is
+            for outcome in self.service.infer_in_order([message for *_, message in queue], [stream.started for _, _, stream, _ in queue]):
+                protocol, stream_id, _, _ = queue[answered]
+                answered += 1
+                protocol.answer(stream_id, outcome)
+                if not protocol.transport.is_closing():
+                    protocol._flush()
+        except Exception as exc:  # noqa: BLE001 - the log gets the traceback, each client one line
+            failed = internal_error(exc)
+            for protocol, stream_id, _, _ in queue[answered:]:
+                protocol.answer(stream_id, failed)
+                if not protocol.transport.is_closing():
+                    protocol._flush()
 
     def _in_thread(self, protocol: GrpcProtocol, stream_id: int, stream: _Stream, message: bytes) -> None:
         future = self.loop.run_in_executor(None, self.service.infer_many, [message], [stream.started])

@@ -97,13 +97,17 @@ one open connection."""
     def flush(self) -> None:
         """Answer every queued request, each on its own connection, in arrival order."""
         queue, self._queue = self._queue, []
-        try:
-            answers = self.endpoint.answer_many([(bytes(r.body), r.content_type, r.header_length) for _, _, r in queue])
+        sent = 0
+        try:  # each answer goes out as soon as it is encoded, before the next one is
+            for answer in self.endpoint.answers_in_order([(bytes(r.body), r.content_type, r.header_length) for _, _, r in queue]):
+                protocol, cycle, _ = queue[sent]
+                sent += 1
+                protocol.send_fast_answer(cycle, answer)
         except Exception as exc:  # a bug of this server, not the clients': the log gets the traceback, as the app's route does
             _log.exception("lepton serve: the inference fast path failed")
-            answers = [self.endpoint.error(f"internal server error ({type(exc).__name__}); the server log has the details", 500)] * len(queue)
-        for (protocol, cycle, _), answer in zip(queue, answers, strict=True):
-            protocol.send_fast_answer(cycle, answer)
+            failed = self.endpoint.error(f"internal server error ({type(exc).__name__}); the server log has the details", 500)
+            for protocol, cycle, _ in queue[sent:]:
+                protocol.send_fast_answer(cycle, failed)
 
 
 class OIPHttpProtocol(RequestDeadline, HttpToolsProtocol):

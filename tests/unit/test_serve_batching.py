@@ -188,3 +188,61 @@ def test_a_request_waiting_for_its_batch_is_answered_before_the_garbage_pipeline
     first, _, second = data.partition(b"HTTP/1.1 400 Bad Request\r\n")
     assert first.startswith(b"HTTP/1.1 200 OK\r\n") and json.loads(first.partition(b"\r\n\r\n")[2])["outputs"][0]["data"] == TABLE[2].tolist()
     assert json.loads(second.partition(b"\r\n\r\n")[2])["error"].startswith("malformed HTTP/1.1 request (illegal request line")
+
+
+class _Recorder:
+    """A connection as InferenceBatcher.flush sees it: records each answer, and when it was sent."""
+
+    connections: set = set()
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def send_fast_answer(self, cycle, answer) -> None:
+        self.log.append(("sent", cycle, answer.status, json.loads(answer.body)))
+
+
+def _batch(endpoint, bodies, log):
+    from lepton_cdk.serve.protocol import InferenceBatcher, _FastRequest
+
+    batcher = InferenceBatcher(endpoint)
+    for index, (body, content_type, header_length) in enumerate(bodies):
+        request = _FastRequest(content_type, header_length, True)
+        request.body = bytearray(body)
+        batcher._queue.append((_Recorder(log), index, request))
+    batcher.flush()
+
+
+def test_each_answer_of_a_batch_is_sent_before_the_next_one_is_encoded(model):
+    """A batch's first client gets its answer while the others' are still being encoded (lower latency for most)."""
+    endpoint = create_app(model).state.endpoint
+    log: list = []
+    encode = endpoint._encode
+
+    def recording_encode(request, results, started):
+        log.append(("encoded",))
+        return encode(request, results, started)
+
+    endpoint._encode = recording_encode
+    _batch(endpoint, [_body([0]), _body([9]), _body([1]), _body([2])], log)
+    assert [entry[0] if entry[0] == "encoded" else (entry[1], entry[2]) for entry in log] == [
+        "encoded", (0, 200), (1, 400), "encoded", (2, 200), "encoded", (3, 200)]
+    assert model.session.batches[0] == 4  # one merged run first (the index past the table fails it, so each then runs alone)
+
+
+def test_a_server_bug_mid_batch_answers_the_rest_500_and_keeps_the_answers_sent(model):
+    endpoint = create_app(model).state.endpoint
+    encode = endpoint._encode
+    calls = []
+
+    def failing_encode(request, results, started):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("a bug")
+        return encode(request, results, started)
+
+    endpoint._encode = failing_encode
+    log: list = []
+    _batch(endpoint, [_body([0]), _body([1]), _body([2])], log)
+    assert [(cycle, status) for _, cycle, status, _ in log] == [(0, 200), (1, 500), (2, 500)]
+    assert "internal server error (RuntimeError)" in log[1][3]["error"] and "\n" not in log[1][3]["error"]

@@ -591,3 +591,26 @@ def test_a_text_over_the_server_s_limit_gets_http_s_message_over_grpc(text_serve
     doc = {"inputs": [{"name": text_input, "datatype": "BYTES", "shape": [1], "data": [long]}]}
     answer = httpx.post(f"{server.url}/v2/models/tiny-text/infer", json=doc, timeout=30)
     assert (answer.status_code, caught.value.details()) == (400, answer.json()["error"])
+
+
+def test_a_server_bug_mid_batch_is_internal_for_the_rest_and_one_line(model_dir, caplog):
+    from lepton_cdk.serve.grpc_server import INTERNAL, InferenceService, RpcError
+    from lepton_cdk.serve.runtime import load_model
+
+    service = InferenceService(load_model(model_dir / "manifest.json"))
+    respond, calls = service._response, []
+
+    def failing_response(request, results, started):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("a bug")
+        return respond(request, results, started)
+
+    service._response = failing_response
+    messages = [_raw_request(_inputs(rows)).SerializeToString() for rows in (1, 2, 3)]
+    outcomes = service.infer_many(messages, [time.perf_counter()] * 3)
+    assert isinstance(outcomes[0], bytes) and pb.ModelInferResponse.FromString(outcomes[0]).outputs
+    assert [(o.code, str(o)) for o in outcomes[1:]] == [(INTERNAL, "internal server error (RuntimeError); the server log has "
+                                                                  "the details")] * 2
+    assert all(isinstance(o, RpcError) for o in outcomes[1:])
+    assert "a bug" in caplog.text  # the traceback goes to the log, not to the client
