@@ -233,27 +233,21 @@ class InferenceEndpoint:
     def answers_in_order(self, bodies: Sequence[tuple[bytes, str, str | None]]) -> Iterator[InferenceAnswer]:
         """:meth:`answer_many`'s answers one at a time: each is encoded only when the one before it was taken, so a
         caller that sends each as it comes gets the first out while the others are still being encoded."""
-        refused: dict[int, InferenceAnswer] = {}
-        pending: list[tuple[int, InferenceRequest, float]] = []
-        for index, (body, content_type, header_length) in enumerate(bodies):
+        started: list[float] = []
+        decoded: list[InferenceRequest | InferenceRequestError] = []
+        for body, content_type, header_length in bodies:
+            started.append(time.perf_counter())
             try:
-                started = time.perf_counter()
-                pending.append((index, self._decode(body, content_type, header_length), started))
+                decoded.append(self._decode(body, content_type, header_length))
             except InferenceRequestError as exc:
-                refused[index] = self.error(str(exc), exc.status)
-        results = self.model.run_many([request for _, request, _ in pending])
-        ran = iter(zip(pending, results, strict=True))
-        for index in range(len(bodies)):
-            if index in refused:
-                yield refused[index]
-                continue
-            (_, request, started), result = next(ran)
+                decoded.append(exc)
+        for (request, result), began in zip(self.model.run_in_order(decoded), started, strict=True):
             if isinstance(result, InferenceRequestError):
                 yield self.error(str(result), result.status)
             elif isinstance(result, InferenceFailure):
                 yield self.error(str(result), 500)
             else:
-                yield self._encode(request, result, started)
+                yield self._encode(request, result, began)
 
     def error(self, message: str, status: int) -> InferenceAnswer:
         """``{"error": message}`` as an answer."""

@@ -226,31 +226,27 @@ class InferenceService:
     def infer_many(self, messages: list[bytes], started: list[float]) -> list[bytes | RpcError]:
         """Each ModelInfer request's response message, or the error that is its alone; requests for the same outputs run as
         one ``session.run`` (:meth:`LoadedModel.run_many`). A bug of this server is every request's INTERNAL, logged."""
-        outcomes: list[bytes | RpcError] = []
-        try:
-            for outcome in self.infer_in_order(messages, started):
-                outcomes.append(outcome)
-        except Exception as exc:  # noqa: BLE001 - the log gets the traceback, each client one line
-            outcomes += [internal_error(exc)] * (len(messages) - len(outcomes))
-        return outcomes
+        return list(self.infer_in_order(messages, started))
 
     def infer_in_order(self, messages: list[bytes], started: list[float]) -> Iterator[bytes | RpcError]:
         """:meth:`infer_many`'s outcomes one at a time, each response encoded only when the one before it was taken (so
-        it can be sent first). Raises on a bug of this server; the caller answers the rest :func:`internal_error`."""
-        refused: dict[int, RpcError] = {}
-        decoded: list[InferenceRequest] = []
-        for index, message in enumerate(messages):
-            try:
-                decoded.append(self._decode(message))
-            except InferenceRequestError as exc:
-                refused[index] = _rpc_error(exc)
-        ran = iter(zip(decoded, self.model.run_many(decoded), strict=True))
-        for index in range(len(messages)):
-            if index in refused:
-                yield refused[index]
-                continue
-            request, result = next(ran)
-            yield _rpc_error(result) if isinstance(result, Exception) else self._response(request, result, started[index])
+        it can be sent first). Never raises: a bug of this server is INTERNAL for the requests not yet answered."""
+        answered = 0
+        try:
+            decoded: list[InferenceRequest | InferenceRequestError] = []
+            for message in messages:
+                try:
+                    decoded.append(self._decode(message))
+                except InferenceRequestError as exc:
+                    decoded.append(exc)
+            for request, result in self.model.run_in_order(decoded):
+                outcome = _rpc_error(result) if isinstance(result, Exception) else self._response(request, result, started[answered])
+                answered += 1
+                yield outcome
+        except Exception as exc:  # noqa: BLE001 - the log gets the traceback, each client one line
+            failed = internal_error(exc)
+            for _ in range(answered, len(messages)):
+                yield failed
 
     def _decode(self, message: bytes) -> InferenceRequest:
         try:
@@ -627,20 +623,12 @@ class GrpcServer:
         queue, self._queue = self._queue, []
         if not queue:
             return
-        answered = 0
-        try:  # each response goes out as soon as it is encoded, before the next one is
-            for outcome in self.service.infer_in_order([message for *_, message in queue], [stream.started for _, _, stream, _ in queue]):
-                protocol, stream_id, _, _ = queue[answered]
-                answered += 1
-                protocol.answer(stream_id, outcome)
-                if not protocol.transport.is_closing():
-                    protocol._flush()
-        except Exception as exc:  # noqa: BLE001 - the log gets the traceback, each client one line
-            failed = internal_error(exc)
-            for protocol, stream_id, _, _ in queue[answered:]:
-                protocol.answer(stream_id, failed)
-                if not protocol.transport.is_closing():
-                    protocol._flush()
+        # each response goes out as soon as it is encoded, before the next one is
+        outcomes = self.service.infer_in_order([message for *_, message in queue], [stream.started for _, _, stream, _ in queue])
+        for (protocol, stream_id, _, _), outcome in zip(queue, outcomes, strict=True):
+            protocol.answer(stream_id, outcome)
+            if not protocol.transport.is_closing():
+                protocol._flush()
 
     def _in_thread(self, protocol: GrpcProtocol, stream_id: int, stream: _Stream, message: bytes) -> None:
         future = self.loop.run_in_executor(None, self.service.infer_many, [message], [stream.started])

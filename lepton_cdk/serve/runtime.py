@@ -21,7 +21,7 @@ from lepton_cdk.extras import require_extra
 require_extra("lepton_cdk.serve", "serve")
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +133,16 @@ class LoadedModel:
                 for position, index in enumerate(chunk):
                     results[index] = merged[position] if merged is not None else self._run_alone(requests[index])
         return results
+
+    def run_in_order(self, decoded: Sequence[InferenceRequest | InferenceRequestError]) -> Iterator[
+            tuple[InferenceRequest | None, dict[str, np.ndarray] | InferenceRequestError | InferenceFailure]]:
+        """:meth:`run_many` over the requests that decoded, given back in arrival order beside what failed to decode:
+        for each item ``(request, its outputs or error)``, or ``(None, the decoding error)``. Lazy, so a caller that
+        sends each answer as it comes encodes the next one only after."""
+        requests = [item for item in decoded if not isinstance(item, InferenceRequestError)]
+        ran = iter(zip(requests, self.run_many(requests), strict=True))
+        for item in decoded:
+            yield (None, item) if isinstance(item, InferenceRequestError) else next(ran)
 
     def _run_alone(self, request: InferenceRequest) -> dict[str, np.ndarray] | InferenceRequestError | InferenceFailure:
         try:
