@@ -4,9 +4,10 @@ Each starter picks a free port, starts the server in a process group of its
 own, waits until it answers, and hands back a :class:`Server` that stops it
 (the whole process group) on :meth:`Server.stop`, at the end of a ``with``
 block, or at interpreter exit if neither ran. The servers run from the
-current Python (``python -m moto.server``, ``python -m
-gcp_storage_emulator``), so they need no ``PATH`` set-up: only the packages
-(``pip install 'moto[server]' gcp-storage-emulator``). Standard library only.
+current Python (moto's server through :mod:`lepton_cdk.testing.moto_serial`,
+which answers one request at a time; ``python -m gcp_storage_emulator``), so
+they need no ``PATH`` set-up: only the packages (``pip install 'moto[server]'
+gcp-storage-emulator``). Standard library only.
 """
 
 from __future__ import annotations
@@ -166,7 +167,10 @@ def start_moto(*, port: int | None = None, log: Path | None = None, timeout_s: f
     Use it as a context manager (``with start_moto() as moto:``) or call
     ``stop()``. Point a stack at it with ``moto.emulator().provider(stack)``
     and clients with :func:`~lepton_cdk.testing.aws_env` /
-    :func:`~lepton_cdk.testing.boto3_client`.
+    :func:`~lepton_cdk.testing.boto3_client`. moto handles one request at a
+    time (:mod:`~lepton_cdk.testing.moto_serial`): its backends are not
+    thread-safe, and a request lost to that makes the AWS SDK retry a create
+    that had landed.
 
     :param port: the port. Default: a free one.
     :param log: where the server's output goes. Default: a temporary file,
@@ -176,7 +180,8 @@ def start_moto(*, port: int | None = None, log: Path | None = None, timeout_s: f
     """
     _require("start_moto", ("moto", "flask", "flask_cors"), "'moto[server]'")
     port = port or free_port()
-    server = start_server([sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)], url=f"http://{LOOPBACK}:{port}",
+    command = [sys.executable, "-m", "lepton_cdk.testing.moto_serial", "-H", LOOPBACK, "-p", str(port)]
+    server = start_server(command, url=f"http://{LOOPBACK}:{port}",
                           ready_path="/moto-api/", log=log, timeout_s=timeout_s, server_class=MotoServer)
     return cast(MotoServer, server)
 
