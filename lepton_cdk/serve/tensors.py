@@ -226,7 +226,7 @@ class ModelSignature:
             raise InferenceRequestError("'outputs' must be a list of objects with a 'name'; leave it out to get every output")
         binary = set()
         for output in outputs:
-            where = f"output {shown(output['name'])}"
+            where = _Named("output", output["name"])
             _check_parameters(output, where)
             if "class_count" in (output.get("parameters") or {}):
                 raise InferenceRequestError(f"{where}: the classification extension (class_count) is not supported; ask for the output "
@@ -234,7 +234,8 @@ class ModelSignature:
             if _flag(output, binary_ext.OUTPUT_PARAMETER, where, default=all_binary):
                 binary.add(output["name"])
         names = [o["name"] for o in outputs]
-        unknown = [n for n in names if n not in self.output_names()]
+        known = self.output_names()
+        unknown = [n for n in names if n not in known]
         if unknown:
             raise InferenceRequestError(f"output(s) {', '.join(map(shown, unknown[:6]))} do not exist; this model returns {', '.join(self.output_names())}")
         return list(dict.fromkeys(names)), frozenset(binary)
@@ -291,7 +292,7 @@ def encode_tensor(binding: TensorBinding, array: np.ndarray) -> dict[str, Any]:
     return {"name": binding.name, "datatype": binding.datatype, "shape": list(array.shape), "data": data}
 
 
-def _check_parameters(holder: dict, where: str) -> None:
+def _check_parameters(holder: dict, where: str | _Named) -> None:
     """``parameters``, where present, must be an object of scalars; Triton's shared-memory extension is refused by name."""
     parameters = holder.get("parameters")
     if parameters is None:
@@ -307,7 +308,20 @@ def _check_parameters(holder: dict, where: str) -> None:
                                     f"the request, as JSON 'data' or binary ({binary_ext.SIZE_PARAMETER})")
 
 
-def _flag(holder: dict, key: str, where: str, *, default: bool = False) -> bool:
+class _Named:
+    """``"<kind> <shown(name)>"`` for an error message, written only when one is raised: reprlib costs microseconds per
+    call, and a request that is valid (nearly every one) never needs the text."""
+
+    __slots__ = ("kind", "name")
+
+    def __init__(self, kind: str, name: object) -> None:
+        self.kind, self.name = kind, name
+
+    def __str__(self) -> str:
+        return f"{self.kind} {shown(self.name)}"
+
+
+def _flag(holder: dict, key: str, where: str | _Named, *, default: bool = False) -> bool:
     """A boolean parameter of ``holder`` (``default`` when absent); anything but true/false is refused."""
     value = (holder.get("parameters") or {}).get(key, default)
     if not isinstance(value, bool):
