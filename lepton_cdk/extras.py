@@ -15,7 +15,8 @@ pipeline    torch, onnx, onnxscript, onnxruntime, numpy, pandas, pyarrow,   ``mo
 data        boto3, google-cloud-storage, pyarrow                            S3 / Cloud Storage locations and
                                                                             ``--transcode`` in ``lepton data``
 serve       onnxruntime, numpy, starlette, uvicorn, prometheus-client,      ``lepton_cdk.serve``, ``lepton serve``,
-            httpx, h11, httptools, orjson, tokenizers, hpack, protobuf      ``predict``, ``export triton``
+            httpx, h11, httptools, orjson, tokenizers, hpack, protobuf,     ``predict``, ``export triton``
+            uvloop (not on Windows; optional at run time)
 sagemaker   boto3                                                           submitting a SageMaker training job
 all         aws, gcp, pipeline, data, serve
 ==========  ==============================================================  ===========================================
