@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from werkzeug.wsgi import get_input_stream  # moto's server runs on werkzeug
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -25,13 +27,8 @@ def one_at_a_time(app: WsgiApp) -> WsgiApp:
     lock = threading.Lock()
 
     def serialized(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        stream = environ["wsgi.input"]
-        length = environ.get("CONTENT_LENGTH") or ""
-        if environ.get("wsgi.input_terminated"):
-            body = stream.read()  # chunked: the server's de-chunking stream ends where the body does
-        else:
-            body = stream.read(int(length)) if length.isdigit() else b""
-        environ["wsgi.input"] = io.BytesIO(body)
+        # werkzeug's own reading of a request body: up to Content-Length, or to the end of a de-chunked one
+        environ["wsgi.input"] = io.BytesIO(get_input_stream(environ).read())
         with lock:
             result = app(environ, start_response)
             try:
