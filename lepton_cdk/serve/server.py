@@ -23,7 +23,6 @@ require_extra("lepton_cdk.serve", "serve")
 import asyncio
 import contextlib
 import functools
-import importlib.util
 import json
 import logging
 import math
@@ -250,20 +249,14 @@ def build_server(model: LoadedModel, *, host: str = "127.0.0.1", port: int = 808
     app = create_app(model, max_body_bytes=max_body_bytes)
     protocol = functools.partial(OIPHttpProtocol, batcher=InferenceBatcher(app.state.endpoint), request_timeout_s=check_timeout("--request-timeout-s", request_timeout_s),
                                  on_refused=functools.partial(app.state.metrics.count, "http_protocol"))
-    # ws="none": the server speaks no WebSocket, whichever library happens to be installed
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, loop=event_loop(),
+    # ws="none": the server speaks no WebSocket, whichever library happens to be installed. loop "auto" (uvicorn's
+    # default): uvloop where the serve extra installed it (not on Windows), else asyncio's; HTTP and gRPC share it.
+    # With 8 tritonclient processes at 64 rows over HTTP with binary tensors on 2 CPUs, uvloop took server CPU per
+    # request from 111-116 to 104-105 us and 5,700-5,850 to 5,960-5,980 requests/s.
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, loop="auto",
                             access_log=False, timeout_graceful_shutdown=graceful_timeout_s, lifespan="off",
                             http=protocol, ws="none", timeout_keep_alive=keep_alive_timeout_s)  # type: ignore[arg-type]
     return GracefulServer(config)
-
-
-def event_loop() -> str:
-    """The event loop HTTP and gRPC share: uvloop where the serve extra installed it (not on Windows), else asyncio's.
-
-    Measured with 8 tritonclient processes at 64 rows over HTTP with binary tensors on 2 CPUs: server CPU per
-    request 111-116 -> 104-105 us, 5,700-5,850 -> 5,960-5,980 requests/s. The server's behaviour is the same on both.
-    """
-    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 
 
 def serve(manifest: str | Path, *, host: str = "127.0.0.1", port: int = 8080, providers: str = "auto",

@@ -237,7 +237,7 @@ class ModelSignature:
         known = self.output_names()
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise InferenceRequestError(f"output(s) {', '.join(map(shown, unknown[:6]))} do not exist; this model returns {', '.join(self.output_names())}")
+            raise InferenceRequestError(f"output(s) {', '.join(map(shown, unknown[:6]))} do not exist; this model returns {', '.join(known)}")
         return list(dict.fromkeys(names)), frozenset(binary)
 
     def _expected_inputs(self) -> str:
