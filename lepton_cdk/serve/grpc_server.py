@@ -361,7 +361,7 @@ class GrpcProtocol(asyncio.Protocol):
             events = self.conn.receive_data(data)
         except http2.ProtocolError as exc:
             _log.debug("lepton serve: closing a gRPC connection that broke HTTP/2: %s", exc)
-            self._abort(getattr(exc, "error_code", None) or http2.ErrorCodes.PROTOCOL_ERROR)
+            self._abort(exc.error_code)
             return
         completed: list[tuple[int, _Stream]] = []
         for event in events:
