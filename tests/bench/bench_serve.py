@@ -92,6 +92,14 @@ def _summary(latencies_ms: list[float], wall_s: float, batch: int) -> dict:
             "requests_per_s": round(len(ms) / wall_s, 1), "rows_per_s": round(len(ms) * batch / wall_s, 1)}
 
 
+def jain_fairness(counts: list[float]) -> float:
+    """Jain's fairness index of what each client got (here: answers in the same time): 1.0 when every client got the
+    same, 1/n when one client got everything. A closed-loop p50 counts requests, not clients, so a server that serves
+    some clients faster than others shows a lower p50 than its mean; this figure says whether that happened."""
+    total, squares = sum(counts), sum(c * c for c in counts)
+    return 1.0 if squares == 0 else total * total / (len(counts) * squares)
+
+
 def in_process(session, x: np.ndarray, clients: int, seconds: float) -> dict:
     """``session.run`` back to back in ``clients`` threads for ``seconds``: the ceiling a server on this machine could reach."""
     for _ in range(50):
@@ -148,10 +156,15 @@ def over_tritonclient(client: TritonClientTool, protocol: str, url: str, model: 
     summary = _summary([v for d in docs for v in d["latencies_ms"]], wall, batch)
     # a diagnostic: the clients' CPU (all their threads) over the measured loop, per request
     summary["client_cpu_us_per_request"] = round(sum(d.get("cpu_s", 0.0) for d in docs) / summary["requests"] * 1e6, 1)
+    # diagnostics of fairness: each client ran for the same time, so its answer count is its share of the server
+    summary["client_fairness"] = round(jain_fairness([len(d["latencies_ms"]) for d in docs]), 3)
+    client_means = [statistics.fmean(d["latencies_ms"]) for d in docs if d["latencies_ms"]]
+    summary["fastest_client_mean_ms"], summary["slowest_client_mean_ms"] = round(min(client_means), 3), round(max(client_means), 3)
     return {"status": "ok", **summary}
 
 
-_MEDIAN_FIELDS = ("p50_ms", "p95_ms", "mean_ms", "requests_per_s", "rows_per_s", "server_cpu_us_per_request", "client_cpu_us_per_request")
+_MEDIAN_FIELDS = ("p50_ms", "p95_ms", "mean_ms", "requests_per_s", "rows_per_s", "server_cpu_us_per_request", "client_cpu_us_per_request",
+                  "client_fairness", "fastest_client_mean_ms", "slowest_client_mean_ms")
 
 
 def merge_repeats(rows: list[dict]) -> list[dict]:
@@ -169,7 +182,7 @@ def merge_repeats(rows: list[dict]) -> list[dict]:
         row = dict(group[0])
         for field in _MEDIAN_FIELDS:
             if all(field in r for r in group):
-                row[field] = round(statistics.median(r[field] for r in group), 3 if field.endswith("_ms") else 1)
+                row[field] = round(statistics.median(r[field] for r in group), 3 if field.endswith(("_ms", "fairness")) else 1)
         row["requests"] = sum(r["requests"] for r in group)
         row["rounds"] = [{"p50_ms": r["p50_ms"], "requests_per_s": r["requests_per_s"]} for r in group]
         out.append(row)
@@ -200,15 +213,16 @@ def _goals(rows: list[dict]) -> None:
 
 def table(rows: list[dict]) -> str:
     """The rows as a Markdown table (what docs/benchmarks.md shows)."""
-    lines = ["| server | transport | batch | clients | p50 ms | p95 ms | mean ms | req/s | rows/s | goals |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| server | transport | batch | clients | p50 ms | p95 ms | mean ms | req/s | rows/s | fairness | goals |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         transport = "in-process" if r["protocol"] == "-" else f"{r['protocol']} {r['tensors']}" if r["protocol"] == "http" else r["protocol"]
         goals = ", ".join(f"{k}: {v}" for k, v in r.get("goals", {}).items())
         if r["status"] == "ok":
-            figures = f"{r['p50_ms']} | {r['p95_ms']} | {r.get('mean_ms', '')} | {r['requests_per_s']:,.0f} | {r['rows_per_s']:,.0f}"
+            figures = (f"{r['p50_ms']} | {r['p95_ms']} | {r.get('mean_ms', '')} | {r['requests_per_s']:,.0f} | {r['rows_per_s']:,.0f} | "
+                       f"{r.get('client_fairness', '')}")
         else:
-            figures = " ".join(r["status"].replace("|", "/").split()) + " | | | | "  # a log excerpt must not break the table
+            figures = " ".join(r["status"].replace("|", "/").split()) + " | | | | | "  # a log excerpt must not break the table
         lines.append(f"| {r['server']} | {transport} | {r['batch']} | {r['clients']} | {figures} | {goals} |")
     return "\n".join(lines)
 
@@ -305,7 +319,8 @@ def main() -> int:
                                 rows.append(row)
                                 print(f"[{repeat + 1}/{args.repeats}] {name} {protocol} {tensors} batch {batch} x{clients}: "
                                       + (f"p50 {row['p50_ms']} ms, {row['requests_per_s']} req/s, server CPU {row['server_cpu_us_per_request']} "
-                                         f"us/request, clients {row['client_cpu_us_per_request']}" if row["status"] == "ok" else row["status"]),
+                                         f"us/request, clients {row['client_cpu_us_per_request']}, fairness {row['client_fairness']} "
+                                         f"(client means {row['fastest_client_mean_ms']}-{row['slowest_client_mean_ms']} ms)" if row["status"] == "ok" else row["status"]),
                                       file=sys.stderr)
         finally:
             for target in running.values():

@@ -3,7 +3,9 @@ transport, batch and clients, and a row that could not run is "not measured", ne
 
 from __future__ import annotations
 
-from tests.bench.bench_serve import _goals, merge_repeats, table
+import pytest
+
+from tests.bench.bench_serve import _goals, jain_fairness, merge_repeats, table
 
 
 def _row(server: str, protocol: str, tensors: str, batch: int, clients: int, p50: float | None, rps: float | None) -> dict:
@@ -46,3 +48,12 @@ def test_rounds_merge_into_one_row_of_medians_and_a_failed_round_fails_the_row()
     assert (merged[0]["p50_ms"], merged[0]["requests_per_s"], merged[0]["requests"]) == (2.2, 3000.0, 300)  # medians, not one round's
     assert [r["p50_ms"] for r in merged[0]["rounds"]] == [2.0, 9.0, 2.2]
     assert merged[1]["status"] == "failed: 3 requests failed"
+
+
+def test_fairness_is_one_when_clients_share_alike_and_falls_as_one_client_takes_more():
+    # the figure the docs use to say a closed-loop p50 below the mean came from serving some clients faster than others
+    assert jain_fairness([500, 500, 500, 500]) == 1.0
+    assert jain_fairness([1000, 0, 0, 0]) == pytest.approx(0.25)  # one client got everything: 1/n
+    assert jain_fairness([300, 100]) == pytest.approx(400**2 / (2 * (300**2 + 100**2)))
+    assert jain_fairness([520, 480]) > jain_fairness([700, 300]) > jain_fairness([900, 100])
+    assert jain_fairness([0, 0]) == 1.0  # nobody got anything: nobody was favoured
