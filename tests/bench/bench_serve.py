@@ -10,9 +10,10 @@ Rows: server (lepton serve, Triton) x transport (HTTP with JSON tensors, HTTP wi
 64) x clients (1, 8), each client sending requests back to back for ``--seconds``, in ``--repeats`` rounds (the servers'
 order alternating) whose median each row reports; plus onnxruntime in-process
 (``session.run`` in 1 or 8 threads, the ceiling). Each row: p50/p95 latency as the client sees it, requests/s and
-rows/s. A transport ``lepton serve`` does not offer yet (binary tensors unless ``GET /v2`` lists
-``binary_tensor_data``; gRPC unless ``lepton serve`` has ``--grpc-port``) is reported "not available", as is Triton
-when its tools are missing (``make bench`` installs them).
+rows/s, and how evenly the clients were served (Jain's index of their answer counts; the fastest and slowest client's
+mean). A transport ``lepton serve`` does not offer yet (binary tensors unless ``GET /v2`` lists ``binary_tensor_data``;
+gRPC unless ``lepton serve`` has ``--grpc-port``) is reported "not available", as is Triton when its tools are missing
+(``make bench`` installs them).
 
 Goals, recorded per `lepton serve` row with met / not met: at least Triton's throughput and at most its p50 in the same
 row; and one client at batch 1 over HTTP with binary tensors answered in <= 0.4 ms p50. Clients and servers share the
