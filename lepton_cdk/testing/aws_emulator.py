@@ -13,8 +13,12 @@ against an emulator:
 - ``skip_credentials_validation``, ``skip_region_validation`` and
   ``skip_metadata_api_check``: no STS check of the dummy credentials, no
   region-name check, no probe of the EC2 instance metadata service.
-- ``max_retries = 2``: an API the emulator lacks (DataSync's tag calls)
-  fails in seconds instead of retrying for minutes.
+- ``max_retries = 4``: an API the emulator lacks (DataSync's tag calls)
+  fails in seconds (three retries with the SDK's backoff) instead of
+  retrying for minutes (the SDK's default, 25), while a request the
+  emulator drops under load (a connection reset) still gets retried: with
+  2, a CI apply failed when both tries of one ``GetKeyPolicy`` failed, the
+  last on a connection cut while its answer was read.
 - Not ``skip_requesting_account_id``: the emulator answers the account
   lookup, and with it skipped the provider reads rules that reference a
   security group back as ``<account>/sg-...``, so every re-plan drifts.
@@ -179,7 +183,7 @@ class AwsEmulator:
             "skip_credentials_validation": True,
             "skip_metadata_api_check": "true",
             "skip_region_validation": True,
-            "max_retries": 2,
+            "max_retries": 4,
         }
 
     def provider(self, scope: IConstruct, id: str = "aws", **overrides: Any) -> Any:

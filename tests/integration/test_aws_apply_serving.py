@@ -63,7 +63,7 @@ def build_stack(outdir: Path, endpoint: str, manifest: Path) -> tuple[Path, dict
     p = aws.provider
     p.AwsProvider(stack, "aws", region="us-east-1", endpoints=[p.AwsProviderEndpoints(**dict.fromkeys(SERVICES, endpoint))],
                   s3_use_path_style=True, skip_credentials_validation=True,
-                  skip_metadata_api_check="true", skip_region_validation=True, max_retries=2)
+                  skip_metadata_api_check="true", skip_region_validation=True, max_retries=4)  # as AwsEmulator sets it: see its docstring
     checks = PolicyChecks.apply(stack)
     # An existing bucket (test_aws_apply.py covers ModelBucket itself; its lifecycle rules alone take ~55 s on moto).
     bucket = ModelBucket.from_bucket_name(stack, "ModelBucket", EXISTING_BUCKET)

@@ -190,7 +190,7 @@ def test_plan_from_state_reports_a_prevent_destroy_refusal(applied, tmp_path, mo
             "terraform": {"backend": {"local": {"path": str(tmp_path / "guarded.tfstate")}},
                           "required_providers": {"aws": {"source": "aws", "version": "5.100.0"}}},
             "provider": {"aws": [{"region": "us-east-1", "endpoints": [{"sts": moto}], "skip_credentials_validation": True,
-                                  "skip_metadata_api_check": "true", "skip_region_validation": True, "max_retries": 2}]},
+                                  "skip_metadata_api_check": "true", "skip_region_validation": True, "max_retries": 4}]},
             "resource": {"terraform_data": {"guarded": {"triggers_replace": trigger, "lifecycle": {"prevent_destroy": True}}}},
         }))
 

@@ -150,7 +150,7 @@ def test_aws_stack_for_an_emulator_points_every_used_service_there_without_crede
             for prefix in SERVICE_OF if rtype.startswith(prefix)}
     assert used <= set(AWS_SERVICES)
     assert provider["endpoints"] == [dict.fromkeys(AWS_SERVICES, "http://127.0.0.1:4566")]
-    assert provider["s3_use_path_style"] is True and provider["max_retries"] == 2
+    assert provider["s3_use_path_style"] is True and provider["max_retries"] == 4
     # skip_requesting_account_id stays off: with it, rules referencing a security group drift on every re-plan
     assert provider["skip_credentials_validation"] is True and "skip_requesting_account_id" not in provider
     assert provider["skip_region_validation"] is True and provider["skip_metadata_api_check"] == "true"

@@ -110,7 +110,7 @@ def test_the_emulator_provider_has_every_setting_moto_needs_and_no_credentials(m
     (provider,) = doc["provider"]["aws"]
     assert provider["endpoints"] == [dict.fromkeys(AWS_SERVICES, MOTO)], "the trailing / must go: the provider appends paths"
     assert provider["region"] == "eu-west-1"
-    assert provider["s3_use_path_style"] is True and provider["max_retries"] == 2
+    assert provider["s3_use_path_style"] is True and provider["max_retries"] == 4
     assert provider["skip_credentials_validation"] is True and provider["skip_region_validation"] is True
     assert provider["skip_metadata_api_check"] == "true"
     # with these the re-plan after apply drifts against moto (see aws_emulator's docstring)
