@@ -34,6 +34,7 @@ import pytest
 from lepton_cdk.aws import ManagedModelServing, ModelBucket, Monitoring, PrivateNetwork
 from lepton_cdk.checks.aspect import PolicyChecks
 from lepton_cdk.core.framework import App, LocalBackend, TerraformOutput, TerraformStack, aws
+from lepton_cdk.testing import AwsEmulator
 from tests.support.emulators import aws_env, boto3_client
 from tests.support.manifests import write_fake_manifest
 from tests.support.terraform import Terraform, planned_changes, tool_env
@@ -41,7 +42,6 @@ from tests.support.terraform import Terraform, planned_changes, tool_env
 pytestmark = pytest.mark.integration
 
 STACK = "serving"
-SERVICES = ("cloudwatch", "ec2", "events", "iam", "kms", "s3", "sagemaker", "sns", "sts")
 EXISTING_BUCKET = "acme-existing-models"
 TASK_ARN = "arn:aws:datasync:us-east-1:123456789012:task/task-0123456789abcdef0"
 
@@ -60,10 +60,7 @@ def build_stack(outdir: Path, endpoint: str, manifest: Path) -> tuple[Path, dict
     stack = TerraformStack(app, STACK)
     # cdktf's default local backend writes into the current folder (the repo root): keep the state in the test's folder.
     LocalBackend(stack, path=str(outdir.parent / f"terraform.{STACK}.tfstate"))
-    p = aws.provider
-    p.AwsProvider(stack, "aws", region="us-east-1", endpoints=[p.AwsProviderEndpoints(**dict.fromkeys(SERVICES, endpoint))],
-                  s3_use_path_style=True, skip_credentials_validation=True,
-                  skip_metadata_api_check="true", skip_region_validation=True, max_retries=4)  # as AwsEmulator sets it: see its docstring
+    AwsEmulator(endpoint).provider(stack)  # us-east-1, every service on moto, moto's retry budget
     checks = PolicyChecks.apply(stack)
     # An existing bucket (test_aws_apply.py covers ModelBucket itself; its lifecycle rules alone take ~55 s on moto).
     bucket = ModelBucket.from_bucket_name(stack, "ModelBucket", EXISTING_BUCKET)

@@ -29,6 +29,7 @@ from lepton_cdk.review import build_review, render_markdown
 from lepton_cdk.review.changes import plan_changes, static_changes
 from lepton_cdk.review.plan import parse_plan
 from lepton_cdk.review.resources import read_stack_documents
+from lepton_cdk.testing import AwsEmulator
 from tests.support.emulators import MOTO_AMI_ID, aws_env, boto3_client
 from tests.support.review_pairs import (
     HMAC_SECRET_ID,
@@ -185,12 +186,13 @@ def test_plan_from_state_reports_a_prevent_destroy_refusal(applied, tmp_path, mo
     stack_dir.mkdir(parents=True)
     moto = applied["moto"]
 
+    settings = AwsEmulator(moto).provider_settings()
+
     def write(trigger: str) -> None:
         (stack_dir / "cdk.tf.json").write_text(json.dumps({
             "terraform": {"backend": {"local": {"path": str(tmp_path / "guarded.tfstate")}},
                           "required_providers": {"aws": {"source": "aws", "version": "5.100.0"}}},
-            "provider": {"aws": [{"region": "us-east-1", "endpoints": [{"sts": moto}], "skip_credentials_validation": True,
-                                  "skip_metadata_api_check": "true", "skip_region_validation": True, "max_retries": 4}]},
+            "provider": {"aws": [{**settings, "endpoints": [settings["endpoints"]]}]},
             "resource": {"terraform_data": {"guarded": {"triggers_replace": trigger, "lifecycle": {"prevent_destroy": True}}}},
         }))
 
